@@ -1,0 +1,74 @@
+"""The one annotation model every reader produces, and the error record for bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+Quad = tuple[float, float, float, float, float, float, float, float]  # x1, y1, ..., x4, y4
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One object from a detection label file, in the pixel frame of its image.
+
+    `polygon` is the 4-point (rotated) box when the source has one (DOTA, DIOR-R, FAIR1M),
+    else None (horizontal-box sources such as DIOR VOC). `hbox` is always set: the source's
+    horizontal box, or the box enclosing `polygon`.
+    """
+
+    class_name: str
+    hbox: Box
+    polygon: Optional[Quad] = None
+    difficult: bool = False
+    source: str = ""
+    line: Optional[int] = None  # 1-based line (text formats) or object index (XML formats)
+
+    @property
+    def is_rotated(self) -> bool:
+        return self.polygon is not None
+
+
+def enclosing_box(polygon: Quad) -> Box:
+    xs, ys = polygon[0::2], polygon[1::2]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+class InputError(Exception):
+    """Input that cannot be used: names the file (and line) and the problem."""
+
+    def __init__(self, source: str, reason: str, line: Optional[int] = None):
+        self.source = source
+        self.reason = reason
+        self.line = line
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class InputIssue:
+    """One row of the errors manifest: an input (or one object of it) that was not used."""
+
+    source: str
+    reason: str
+    line: Optional[int] = None
+    stage: str = "read"  # read | pair | tile | infer | write
+
+    @classmethod
+    def from_error(cls, err: InputError, stage: str = "read") -> "InputIssue":
+        return cls(source=err.source, reason=err.reason, line=err.line, stage=stage)
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ParsedLabels:
+    """What a reader returns for one label file: usable objects plus per-object problems."""
+
+    source: str
+    annotations: list[Annotation]
+    issues: list[InputIssue]
+    meta: dict[str, str]  # header fields such as imagesource, gsd, filename, size

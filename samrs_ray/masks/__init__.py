@@ -1,0 +1,1 @@
+"""Mask backends (SAM, box fill), label maps, RLE and PNG encoding."""

@@ -1,0 +1,48 @@
+"""What every mask backend takes and returns. Pure data; no model code here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass
+class PromptBatch:
+    """All N prompts of one tile, in tile pixel coordinates.
+
+    kind: one of classes.PROMPT_TYPES ('hbox', 'rhbox', 'point', 'rbox-mask').
+    boxes: (N, 4) float32 xyxy, always set (the box the prompt came from; used by the box
+        backend and recorded in the manifest as prompt_box).
+    polygons: (N, 8) float32, NaN rows where the source object has no polygon.
+    points: (N, 2) float32 xy, set for kind 'point'.
+    mask_inputs: (N, 256, 256) float32 SAM mask-prompt logits, set for kind 'rbox-mask'.
+    """
+
+    kind: str
+    boxes: np.ndarray
+    polygons: np.ndarray
+    points: Optional[np.ndarray] = None
+    mask_inputs: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@dataclass
+class TileMasks:
+    """Backend output for one tile: masks (N, H, W) bool at tile resolution, scores (N,) float32."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+
+class MaskBackend(Protocol):
+    name: str  # 'sam' or 'box'
+    model_id: str  # e.g. 'sam-vit_h' or 'box-fill'
+    checksum: str  # sha256 of the checkpoint bytes; '' when there is no checkpoint
+
+    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[PromptBatch]) -> list[TileMasks]:
+        """images[i]: (H, W, 3) uint8; prompts[i]: that tile's prompts. Returns one TileMasks per tile."""
+        ...
