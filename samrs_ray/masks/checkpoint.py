@@ -1,0 +1,223 @@
+"""SAM checkpoints: fetch from any fsspec URI into a local cache, check, and load safely.
+
+A checkpoint is a plain state dict of tensors (the official release files are). It is read
+with `torch.load(..., weights_only=True)`, so a file that carries code is refused, never run.
+Every problem (cannot fetch, corrupt, wrong model type) is a `CheckpointError` that names the
+URI, raised when the model is loaded, i.e. before any tile is processed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+from functools import partial
+from typing import Optional
+
+import fsspec
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
+
+# The release files named in the segment-anything README.
+OFFICIAL_CHECKPOINTS: dict[str, str] = {
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+}
+
+TINY_DEPTH = 2
+TINY_EMBED_DIM = 64
+TINY_SEED = 0
+
+# (image_encoder depth, embed dim) of each model type: how a state dict tells its type.
+ENCODER_SHAPES: dict[tuple[int, int], str] = {
+    (32, 1280): "vit_h",
+    (24, 1024): "vit_l",
+    (12, 768): "vit_b",
+    (TINY_DEPTH, TINY_EMBED_DIM): "tiny",
+}
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be fetched or used; the message names the URI and the problem."""
+
+
+def build_tiny_sam() -> Sam:
+    """A FAKE stand-in for SAM, for fast CPU tests: random weights, not a trained model.
+
+    Same modules and interfaces as the real SAM (1024 input, 16 px patches, 64x64x256 image
+    embedding, the real prompt encoder and two-way mask decoder), so SamPredictor and the
+    engine treat it exactly like vit_h; only the image encoder is 2 narrow blocks and the
+    decoder MLPs are narrower. Untrained: its masks mean nothing, only their equality does.
+    """
+    embed_dim, image_size, patch_size = 256, 1024, 16
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=patch_size,
+            embed_dim=TINY_EMBED_DIM,
+            depth=TINY_DEPTH,
+            num_heads=2,
+            mlp_ratio=2,
+            out_chans=embed_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=14,
+            global_attn_indexes=(TINY_DEPTH - 1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=embed_dim,
+            image_embedding_size=(image_size // patch_size, image_size // patch_size),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=256, num_heads=8),
+            transformer_dim=embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=64,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def build_sam(model_type: str) -> Sam:
+    """The architecture of `model_type` with random weights (no checkpoint read)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
+    if model_type == "tiny":
+        # fork_rng: a fixed seed for reproducible tiny weights without touching the caller's RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            return build_tiny_sam()
+    return sam_model_registry[model_type](checkpoint=None)
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def cache_name(uri: str) -> str:
+    """A safe file name for a remote URI: a short hash of the URI plus its sanitised basename."""
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]).lstrip(".") or "checkpoint"
+    return f"{digest}-{base[:100]}"
+
+
+def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] = None) -> str:
+    """Local path of the checkpoint at `uri`.
+
+    Local paths (or file://) are used in place. Anything else fsspec reads (s3://, gs://,
+    https://, memory://) is copied once into `cache_dir`; later calls reuse the copy. The
+    copy is written under a temporary name and renamed when complete, so an interrupted
+    download never leaves a file that looks like a finished checkpoint.
+    """
+    if is_local(uri):
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{uri}: checkpoint file not found")
+        return path
+    os.makedirs(cache_dir, exist_ok=True)
+    target = os.path.join(cache_dir, cache_name(uri))
+    if os.path.isfile(target):
+        return target
+    fd, partial_path = tempfile.mkstemp(dir=cache_dir, prefix=".partial-", suffix=".pth")
+    try:
+        with os.fdopen(fd, "wb") as out, fsspec.open(uri, "rb", **(storage_options or {})) as src:
+            while chunk := src.read(16 << 20):
+                out.write(chunk)
+        os.replace(partial_path, target)
+    except Exception as error:
+        os.unlink(partial_path)
+        raise CheckpointError(f"{uri}: cannot fetch checkpoint: {type(error).__name__}: {error}") from error
+    return target
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str, uri: str) -> dict[str, torch.Tensor]:
+    """The tensors in a checkpoint file, read with weights_only=True (code is refused)."""
+    try:
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = unpickler_reason(error)
+        if "global" in detail.lower():  # a class or function reference: the pickle would run code
+            raise CheckpointError(
+                f"{uri}: refused to load: the file references code ({detail}); torch.load with "
+                f"weights_only=True only reads tensors, and a SAM checkpoint is a plain state dict"
+            ) from error
+        raise CheckpointError(f"{uri}: not a readable PyTorch checkpoint (corrupt?): {detail}") from error
+    except Exception as error:
+        raise CheckpointError(
+            f"{uri}: not a readable PyTorch checkpoint (corrupt or truncated?): {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{uri}: expected a state dict of tensors, found {type(state).__name__}")
+    return state
+
+
+def unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The one informative line of torch's long weights_only error, e.g. 'Unsupported global: ...'."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip()
+    return text.split("\n", 1)[0].strip() or type(error).__name__
+
+
+def guess_model_type(state: dict[str, torch.Tensor]) -> Optional[str]:
+    """Which of MODEL_TYPES a state dict is for, from its encoder depth and width; None if unknown."""
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    patch = state.get("image_encoder.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    return ENCODER_SHAPES.get((depth, int(patch.shape[0])))
+
+
+def load_sam(
+    model_type: str,
+    checkpoint: Optional[str],
+    cache_dir: str,
+    storage_options: Optional[dict] = None,
+    device: str = "cpu",
+) -> tuple[Sam, str]:
+    """SAM of `model_type` with the weights at `checkpoint` (any fsspec URI), in eval mode.
+
+    Returns (model, sha256 of the checkpoint bytes). checkpoint=None means the official
+    release file for vit_h/vit_l/vit_b, and random weights (fixed seed, sha '') for 'tiny'.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
+    if checkpoint is None and model_type == "tiny":
+        return build_sam("tiny").to(device).eval(), ""
+    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
+    path = fetch_checkpoint(uri, cache_dir, storage_options)
+    state = read_state_dict(path, uri)
+    found = guess_model_type(state)
+    if found is not None and found != model_type:
+        raise CheckpointError(
+            f"{uri}: checkpoint is for SAM {found}, not {model_type} "
+            f"(its image encoder has the shape of {found}); use model type {found!r}"
+        )
+    model = build_sam(model_type)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        hint = f" (it looks like {found})" if found else ""
+        raise CheckpointError(f"{uri}: does not fit SAM {model_type}{hint}: {error}") from error
+    return model.to(device).eval(), sha256_file(path)

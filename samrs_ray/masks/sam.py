@@ -1,0 +1,253 @@
+"""The SAM mask backend: encode several tiles per image-encoder call, then decode all prompts
+of each tile in chunks.
+
+Per tile it computes what the official `SamPredictor.set_image(tile)` + `predict(box=...)`
+computes for each box (same resize, normalisation, padding, prompt transform, upsampling
+and threshold), only batched:
+
+    tiles (H, W, 3) uint8 -> ResizeLongestSide -> model.preprocess -> (B, 3, 1024, 1024)
+      -> image_encoder -> (B, 256, 64, 64)
+    per tile, per chunk of n prompts -> prompt_encoder -> mask_decoder -> (n, 1, 256, 256) logits
+      -> postprocess_masks -> (n, 1, H, W) -> logits > mask_threshold -> (n, H, W) bool
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, TypeVar
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from samrs_ray.classes import PROMPT_TYPES
+from samrs_ray.masks.backend import PromptBatch, TileMasks
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+T = TypeVar("T")
+
+
+@dataclass
+class EngineSettings:
+    """How the engine runs.
+
+    With float32, prompt_chunk=1 gives bit-for-bit SamPredictor.predict(box=...) masks; larger
+    chunks change the decoder's float reduction order and may flip a pixel or two per mask.
+    On a CPU, prompt_chunk 1-4 is fastest (each prompt carries a 4 MB image-token tensor
+    through the decoder, and larger chunks fall out of cache); 64 suits a GPU.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"  # "float32" | "bfloat16" (autocast)
+    image_batch: int = 4  # tiles per image-encoder call
+    prompt_chunk: int = 64  # prompts per prompt-encoder/mask-decoder call
+    multimask: bool = False  # True: SAM's 3 masks per prompt, keep the one with the best predicted IoU
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, not {self.dtype!r}")
+        if self.image_batch < 1 or self.prompt_chunk < 1:
+            raise ValueError(
+                f"image_batch and prompt_chunk must be >= 1 (got {self.image_batch}, {self.prompt_chunk})"
+            )
+
+
+@dataclass
+class PreparedTile:
+    """One tile as the image encoder takes it.
+
+    pixels: (1, 3, S, S) float, normalised and padded (S = image_encoder.img_size).
+    input_size: (h, w) after ResizeLongestSide, before padding. original_size: (H, W).
+    """
+
+    pixels: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
+
+
+def supports_bfloat16(device: torch.device) -> bool:
+    """Whether bf16 autocast is native on `device` (emulated bf16 on an AVX2 CPU is ~40x slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return True
+
+
+class SamBackend:
+    """MaskBackend running a segment_anything `Sam` model on batches of tiles."""
+
+    name = "sam"
+
+    def __init__(self, model: Sam, model_type: str, checksum: str, settings: EngineSettings):
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.model = model.to(self.device).eval()
+        self.model_id = f"sam-{model_type}"
+        self.checksum = checksum
+        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        self.dtype = DTYPES[settings.dtype]
+        if self.dtype == torch.bfloat16 and not supports_bfloat16(self.device):
+            warnings.warn(f"{self.device} has no native bfloat16; running SAM in float32 (the same masks, faster here)")
+            self.dtype = torch.float32
+        # The batch sizes that fit: halved (and kept halved) when the device runs out of memory.
+        self.image_batch = settings.image_batch
+        self.prompt_chunk = settings.prompt_chunk
+
+    def predict(self, images: Sequence[np.ndarray], prompts: Sequence[PromptBatch]) -> list[TileMasks]:
+        """images[i]: (H, W, 3) uint8 RGB; prompts[i]: its prompts. One TileMasks per tile, in order."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompt batches")
+        for index, (image, batch) in enumerate(zip(images, prompts)):
+            check_inputs(image, batch, index)
+        results: list[TileMasks] = []
+        with torch.inference_mode(), self.autocast():
+            image_pe = self.model.prompt_encoder.get_dense_pe()  # (1, 256, 64, 64), same for every call
+            start = 0
+            while start < len(images):
+                count = self.image_batch
+                tiles = [self.prepare(image) for image in images[start : start + count]]
+                embeddings = self.retry_smaller("image_batch", lambda: self.encode(tiles))
+                if embeddings is None:
+                    continue
+                for tile, embedding, batch in zip(tiles, embeddings, prompts[start : start + count]):
+                    results.append(self.decode_tile(tile, embedding, batch, image_pe))
+                start += len(tiles)
+        return results
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def prepare(self, image: np.ndarray) -> PreparedTile:
+        """Resize and normalise one tile exactly as SamPredictor.set_image does."""
+        resized = self.transform.apply_image(image)  # (h, w, 3) uint8, long side = img_size
+        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return PreparedTile(
+            pixels=self.model.preprocess(pixels),
+            input_size=(resized.shape[0], resized.shape[1]),
+            original_size=(image.shape[0], image.shape[1]),
+        )
+
+    def encode(self, tiles: list[PreparedTile]) -> list[torch.Tensor]:
+        """One image-encoder call for all tiles: a (1, 256, 64, 64) embedding per tile."""
+        embeddings = self.model.image_encoder(torch.cat([tile.pixels for tile in tiles]))
+        return list(embeddings.split(1))
+
+    def decode_tile(
+        self, tile: PreparedTile, embedding: torch.Tensor, batch: PromptBatch, image_pe: torch.Tensor
+    ) -> TileMasks:
+        height, width = tile.original_size
+        masks: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        start = 0
+        while start < len(batch):
+            stop = start + self.prompt_chunk
+            decoded = self.retry_smaller(
+                "prompt_chunk", lambda: self.decode_chunk(tile, embedding, batch, image_pe, start, stop)
+            )
+            if decoded is None:
+                continue
+            masks.append(decoded[0])
+            scores.append(decoded[1])
+            start = stop
+        if not masks:
+            return TileMasks(masks=np.zeros((0, height, width), bool), scores=np.zeros(0, np.float32))
+        return TileMasks(masks=np.concatenate(masks), scores=np.concatenate(scores))
+
+    def decode_chunk(
+        self,
+        tile: PreparedTile,
+        embedding: torch.Tensor,
+        batch: PromptBatch,
+        image_pe: torch.Tensor,
+        start: int,
+        stop: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts [start, stop) of one tile -> masks (n, H, W) bool, predicted IoU (n,) float32."""
+        points, boxes, mask_inputs = self.prompt_tensors(batch, tile.original_size, slice(start, stop))
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+        logits, iou = self.model.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=self.settings.multimask,
+        )  # logits (n, C, 256, 256), iou (n, C); C = 3 with multimask else 1
+        best = iou.argmax(dim=1)
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        logits, iou = logits[rows, best][:, None], iou[rows, best]
+        # Upsample only the kept mask, in float32, and threshold on the device: a bool copy is 4x smaller.
+        masks = self.model.postprocess_masks(logits.float(), tile.input_size, tile.original_size)
+        masks = masks[:, 0] > self.model.mask_threshold
+        return masks.cpu().numpy(), iou.float().cpu().numpy()
+
+    def prompt_tensors(
+        self, batch: PromptBatch, original_size: tuple[int, int], rows: slice
+    ) -> tuple[Optional[tuple[torch.Tensor, torch.Tensor]], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(points, boxes, mask_inputs) for the prompt encoder, in the model's input frame.
+
+        Coordinates are transformed in numpy float64 then cast, as SamPredictor.predict does,
+        so each prompt lands on exactly the same float32 value as in the official path.
+        'point': one foreground point (n, 1, 2) + labels (n, 1); 'rbox-mask': (n, 1, 256, 256)
+        mask logits alone; 'hbox'/'rhbox': boxes (n, 4) xyxy.
+        """
+        if batch.kind == "point":
+            coords = self.transform.apply_coords(batch.points[rows], original_size)
+            coords = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
+            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
+            return (coords, labels), None, None
+        if batch.kind == "rbox-mask":
+            mask_inputs = torch.as_tensor(batch.mask_inputs[rows], dtype=torch.float, device=self.device)
+            return None, None, mask_inputs[:, None]
+        boxes = self.transform.apply_boxes(batch.boxes[rows], original_size)
+        return None, torch.as_tensor(boxes, dtype=torch.float, device=self.device), None
+
+    def retry_smaller(self, setting: str, step: Callable[[], T]) -> Optional[T]:
+        """step() or, when the device runs out of memory, None after halving `setting`.
+
+        The caller re-runs the step with the smaller size; at size 1 the error is re-raised.
+        """
+        try:
+            return step()
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            size = getattr(self, setting)
+            if size <= 1:
+                raise RuntimeError(
+                    f"SAM {self.model_id} ran out of memory on {self.device} even with {setting}=1; "
+                    f"use a smaller model, a device with more memory, or dtype='bfloat16'"
+                ) from error
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        warnings.warn(f"out of memory on {self.device}: retrying with {setting}={size // 2}")
+        setattr(self, setting, size // 2)
+        return None
+
+
+def check_inputs(image: np.ndarray, batch: PromptBatch, index: int) -> None:
+    """Refuse what SAM would silently turn into garbage (wrong layout, NaN prompts)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"tile {index}: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    if batch.kind not in PROMPT_TYPES:
+        raise ValueError(f"tile {index}: unknown prompt kind {batch.kind!r}; expected one of {PROMPT_TYPES}")
+    if len(batch) == 0:
+        return
+    needed = {"point": "points", "rbox-mask": "mask_inputs"}.get(batch.kind, "boxes")
+    values = getattr(batch, needed)
+    if values is None or len(values) != len(batch):
+        raise ValueError(f"tile {index}: {batch.kind!r} prompts need {needed} for all {len(batch)} prompts")
+    if not np.isfinite(values).all():
+        raise ValueError(f"tile {index}: {needed} of the {batch.kind!r} prompts contain NaN or infinity")

@@ -1,0 +1,161 @@
+"""Checkpoint fetching and loading: round trip, checksum, remote cache, and every refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+from segment_anything import sam_model_registry
+
+from samrs_ray.masks.checkpoint import (
+    MODEL_TYPES,
+    OFFICIAL_CHECKPOINTS,
+    CheckpointError,
+    build_tiny_sam,
+    cache_name,
+    fetch_checkpoint,
+    guess_model_type,
+    load_sam,
+    sha256_file,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SAM with random weights (seed 123, unlike load_sam's built-in seed), saved as SAM is."""
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+def test_round_trip_loads_the_saved_weights_and_records_the_checksum(tiny_checkpoint: Path, tmp_path: Path):
+    model, sha = load_sam("tiny", str(tiny_checkpoint), str(tmp_path / "cache"))
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    assert sha == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest() == sha256_file(str(tiny_checkpoint))
+    assert not model.training
+    loaded = model.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert not (tmp_path / "cache").exists()  # a local file is used in place, not copied
+
+
+def test_tiny_without_checkpoint_is_seeded_random_with_no_checksum(tmp_path: Path):
+    first, sha = load_sam("tiny", None, str(tmp_path))
+    second, _ = load_sam("tiny", None, str(tmp_path))
+    assert sha == ""
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_official_checkpoints_are_the_release_files():
+    assert set(OFFICIAL_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b"}
+    assert OFFICIAL_CHECKPOINTS["vit_h"] == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"
+    assert OFFICIAL_CHECKPOINTS["vit_b"].endswith("/sam_vit_b_01ec64.pth")
+
+
+@pytest.mark.parametrize("model_type", ["vit_h", "vit_l", "vit_b"])
+def test_model_type_is_told_from_the_state_dict_shapes(model_type: str):
+    with torch.device("meta"):  # the real architecture, without allocating its weights
+        state = sam_model_registry[model_type]().state_dict()
+    assert guess_model_type(state) == model_type
+
+
+def test_wrong_model_type_names_the_file_and_the_right_type(tiny_checkpoint: Path, tmp_path: Path):
+    with pytest.raises(CheckpointError) as error:
+        load_sam("vit_b", str(tiny_checkpoint), str(tmp_path))
+    message = str(error.value)
+    assert str(tiny_checkpoint) in message and "vit_b" in message and "'tiny'" in message
+
+
+def test_state_dict_missing_a_key_is_a_clear_error(tiny_checkpoint: Path, tmp_path: Path):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    del state["mask_decoder.iou_token.weight"]
+    path = tmp_path / "incomplete.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="does not fit SAM tiny") as error:
+        load_sam("tiny", str(path), str(tmp_path))
+    assert str(path) in str(error.value) and "iou_token" in str(error.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_file_is_a_clear_error(tiny_checkpoint: Path, tmp_path: Path, damage: str):
+    data = tiny_checkpoint.read_bytes()
+    path = tmp_path / f"{damage}.pth"
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint\n" * 100)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as error:
+        load_sam("tiny", str(path), str(tmp_path))
+    assert str(path) in str(error.value)
+
+
+class CreatesMarkerWhenUnpickled:
+    """A pickle payload that runs code on load: unpickling it creates `marker`."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickle_that_carries_code_is_refused(tiny_checkpoint: Path, tmp_path: Path):
+    marker = tmp_path / "code-ran"
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state["payload"] = CreatesMarkerWhenUnpickled(str(marker))
+    path = tmp_path / "evil.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="refused to load") as error:
+        load_sam("tiny", str(path), str(tmp_path))
+    assert str(path) in str(error.value)
+    assert not marker.exists()
+    # the payload is real: a plain unpickler would have run it
+    pickle.loads(pickle.dumps(CreatesMarkerWhenUnpickled(str(marker))))
+    assert marker.exists()
+
+
+@pytest.fixture
+def memory_fs():
+    fs = fsspec.filesystem("memory")
+    yield fs
+    fs.rm("/ckpts", recursive=True) if fs.exists("/ckpts") else None
+
+
+def test_remote_checkpoint_is_copied_once_into_the_cache(tiny_checkpoint: Path, tmp_path: Path, memory_fs):
+    uri = "memory://ckpts/models/tiny sam.pth"
+    memory_fs.pipe(uri, tiny_checkpoint.read_bytes())
+    cache = tmp_path / "cache"
+    path = fetch_checkpoint(uri, str(cache))
+    assert Path(path).parent == cache and Path(path).read_bytes() == tiny_checkpoint.read_bytes()
+    assert " " not in Path(path).name and Path(path).name.endswith("tiny_sam.pth")
+    assert os.listdir(cache) == [Path(path).name]  # no temporary file left behind
+
+    memory_fs.rm(uri)  # the second fetch must not need the remote any more
+    assert fetch_checkpoint(uri, str(cache)) == path
+    model, sha = load_sam("tiny", uri, str(cache))
+    assert sha == sha256_file(str(tiny_checkpoint))
+
+
+def test_unfetchable_checkpoint_names_the_uri_and_leaves_no_partial_file(tmp_path: Path, memory_fs):
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match="memory://ckpts/missing.pth: cannot fetch"):
+        fetch_checkpoint("memory://ckpts/missing.pth", str(cache))
+    assert os.listdir(cache) == []
+    with pytest.raises(CheckpointError, match="not found"):
+        load_sam("tiny", str(tmp_path / "nowhere.pth"), str(cache))
+
+
+def test_cache_name_cannot_escape_the_cache_dir():
+    name = cache_name("s3://bucket/../../etc/.passwd")
+    assert "/" not in name and not name.startswith(".") and name.endswith("passwd")
+    assert cache_name("s3://a/x.pth") != cache_name("s3://b/x.pth")
+
+
+def test_unknown_model_type_is_refused(tmp_path: Path):
+    assert MODEL_TYPES == ("vit_h", "vit_l", "vit_b", "tiny")
+    with pytest.raises(ValueError, match="unknown SAM model type 'vit_x'"):
+        load_sam("vit_x", None, str(tmp_path))
