@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections import defaultdict
@@ -37,6 +38,8 @@ def list_files(
     Local paths come back as absolute paths; remote ones as full URIs (`s3://bucket/key`),
     so each can be opened again with fsspec on any worker.
     """
+    if "://" not in uri:
+        uri = os.path.abspath(uri)  # '../data' -> '/abs/data': names stay stable wherever the job runs
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if not fs.exists(root):
         raise InputError(uri, "no such file or folder")

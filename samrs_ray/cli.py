@@ -1,0 +1,222 @@
+"""`samrs-ray`: generate | runs | stats | evaluate.
+
+Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
+1 nothing could be processed; 2 the configuration is wrong (the message says what to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
+from samrs_ray.config import DEFAULT_CACHE_DIR, MODELS, ConfigError, JobConfig
+from samrs_ray.masks.checkpoint import MODEL_TYPES
+from samrs_ray.masks.labelmap import PAINT_ORDERS
+
+
+def tile_size(text: str) -> int:
+    """Pixels, or 0 for 'none' (use images whole); an absent flag (None) keeps the preset's."""
+    if text.lower() in ("none", "0"):
+        return 0
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("tile size must be a positive number of pixels, or 'none'")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"endpoint_url\": \"http://...\"}'")
+    return value
+
+
+def add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-options", type=json_object, default={}, metavar="JSON",
+                        help="fsspec options, e.g. '{\"endpoint_url\": \"http://127.0.0.1:8333\"}'; "
+                             "S3 keys are better left to the AWS_* environment variables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samrs-ray", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="make (or update) a segmentation dataset from detection boxes")
+    gen.add_argument("--preset", required=True, choices=[*PRESETS, "custom"],
+                     help="sota (DOTA), sior (DIOR), fast (FAIR1M), or custom with --classes")
+    gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...)")
+    gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml)")
+    gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
+    gen.add_argument("--model", choices=MODELS, default="sam", help="sam, or box: fill the boxes (no weights)")
+    gen.add_argument("--model-type", choices=MODEL_TYPES, default="vit_h",
+                     help="SAM size; 'tiny' is a test model with random weights")
+    gen.add_argument("--checkpoint", help="SAM checkpoint URI (default: the official release file)")
+    gen.add_argument("--prompt", choices=PROMPT_TYPES, help="prompt kind (default: the preset's)")
+    gen.add_argument("--tile-size", type=tile_size, help="tile size in pixels, or 'none'")
+    gen.add_argument("--gap", type=int, help="overlap between neighbouring tiles, pixels")
+    gen.add_argument("--iof-thr", type=float, help="share of an object a tile must hold to keep it (0.7)")
+    gen.add_argument("--classes", help="custom preset: a file with one class name per line")
+    gen.add_argument("--label-format", choices=LABEL_FORMATS, help="label format (default: the preset's)")
+    gen.add_argument("--paint-order", choices=PAINT_ORDERS, default="annotation",
+                     help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
+    gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
+    gen.add_argument("--max-pixels", type=int, help="refuse scenes larger than this many pixels")
+    gen.add_argument("--device", help="torch device for SAM (default: cuda when the actor has a GPU)")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: bfloat16 on GPUs, float32 on CPUs")
+    gen.add_argument("--image-batch", type=int, default=4, help="tiles per image-encoder call")
+    gen.add_argument("--prompt-chunk", type=int, help="prompts per decoder call (default: 64 GPU, 4 CPU)")
+    gen.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best")
+    gen.add_argument("--num-actors", type=int, help="mask actors (default: one per GPU, else 1)")
+    gen.add_argument("--shard-tiles", type=int, default=1000, help="tiles per Parquet shard")
+    gen.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where remote checkpoints are cached")
+    gen.add_argument("--address", help="Ray address (default: start a local Ray; 'auto' joins a running one)")
+    add_storage(gen)
+
+    runs = commands.add_parser("runs", help="list the committed runs of a dataset")
+    runs.add_argument("--out", required=True)
+    add_storage(runs)
+
+    stats = commands.add_parser("stats", help="statistics and figures of a dataset")
+    stats.add_argument("--out", required=True)
+    stats.add_argument("--report", help="report folder (default: <out>/report)")
+    stats.add_argument("--address", help="Ray address (default: start a local Ray)")
+    add_storage(stats)
+
+    evaluate = commands.add_parser("evaluate", help="mask IoU against ground-truth instance masks")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--gt", required=True, help="ground truth: iSAID PNG folder or COCO json file")
+    evaluate.add_argument("--gt-format", required=True, choices=["isaid-png", "coco"])
+    add_storage(evaluate)
+    return parser
+
+
+def make_preset(args: argparse.Namespace) -> Preset:
+    if args.preset == "custom":
+        if not args.classes:
+            raise ConfigError("--preset custom needs --classes FILE (one class name per line)")
+        try:
+            text = Path(args.classes).read_text()
+        except OSError as error:
+            raise ConfigError(f"--classes {args.classes}: {error.strerror}") from None
+        try:
+            base = custom_preset(text, label_format=args.label_format or "dota")
+        except ValueError as error:
+            raise ConfigError(f"--classes {args.classes}: {error}") from None
+    else:
+        base = PRESETS[args.preset]
+    changes: dict[str, Any] = {}
+    if args.prompt:
+        changes["prompt"] = args.prompt
+    if args.label_format:
+        changes["label_format"] = args.label_format
+    if args.tile_size is not None:
+        changes["tile_size"] = args.tile_size or None
+    if args.gap is not None:
+        changes["gap"] = args.gap
+    if args.iof_thr is not None:
+        changes["iof_thr"] = args.iof_thr
+    size = changes.get("tile_size", base.tile_size)
+    gap = changes.get("gap", base.gap)
+    if size is not None and not 0 <= gap < size:
+        raise ConfigError(f"--gap must be in [0, tile size): got gap {gap} with tile size {size}")
+    if not 0 < changes.get("iof_thr", base.iof_thr) <= 1:
+        raise ConfigError("--iof-thr must be in (0, 1]")
+    return replace(base, **changes)
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    extra = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
+    return JobConfig(
+        preset=make_preset(args), images=args.images, labels=args.labels, out=args.out,
+        model=args.model, model_type=args.model_type, checkpoint=args.checkpoint,
+        paint_order=args.paint_order, write_color=not args.no_color, storage_options=args.storage_options,
+        device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
+        multimask=args.multimask, address=args.address, num_actors=args.num_actors,
+        shard_tiles=args.shard_tiles, cache_dir=args.cache_dir, **extra,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from samrs_ray.masks.checkpoint import CheckpointError
+    from samrs_ray.pipeline import generate
+
+    try:
+        record = generate(config_from_args(args))
+    except (ConfigError, CheckpointError) as error:
+        print(f"samrs-ray generate: {error}", file=sys.stderr)
+        return 2
+    if record.counts["scenes_ok"] == 0:
+        print(f"samrs-ray generate: no scene could be used; the reasons are in {args.out}/manifest/errors",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from samrs_ray import manifest, storage
+
+    fs, out = storage.open_fs(args.out, args.storage_options)
+    history = manifest.run_history(fs, out)
+    if not history:
+        print(f"{args.out}: no committed runs", file=sys.stderr)
+        return 1
+    print(format_runs(history))
+    return 0
+
+
+def format_runs(history: Sequence[Any]) -> str:
+    header = f"{'run':<36} {'finished (UTC)':<25} {'model':<12} {'tiles':>7} {'processed':>9} " \
+             f"{'skipped':>8} {'removed':>8} {'failed':>7} {'instances':>9} {'errors':>7}"
+    lines = [header]
+    for r in history:
+        c = r.counts
+        lines.append(f"{r.run_id:<36} {r.finished_at:<25} {r.model['id']:<12} {c['tiles']:>7} {c['processed']:>9} "
+                     f"{c['skipped']:>8} {c['removed']:>8} {c['failed']:>7} {c['instances']:>9} {c['errors']:>7}")
+    return "\n".join(lines)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from samrs_ray.pipeline import connect
+    from samrs_ray.stats import write_report
+
+    connect(args.address)
+    stats = write_report(args.out, args.report, args.storage_options)
+    print(json.dumps(stats.get("summary", stats), indent=2)[:4000])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from samrs_ray.evaluate import evaluate, format_result
+
+    print(format_result(evaluate(args.out, args.gt, args.gt_format, args.storage_options)))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "runs": cmd_runs, "stats": cmd_stats, "evaluate": cmd_evaluate}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"samrs-ray {args.command}: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"samrs-ray {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

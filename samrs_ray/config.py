@@ -1,0 +1,109 @@
+"""One run's configuration: what to read, how to make masks, where to write.
+
+`output_settings()` is the part of the configuration that changes output bytes; it goes into
+every tile's fingerprint, so changing any of it recomputes the tiles it affects (all of them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from samrs_ray.classes import PROMPT_TYPES, Preset
+from samrs_ray.masks.checkpoint import MODEL_TYPES
+from samrs_ray.masks.labelmap import PAINT_ORDERS
+from samrs_ray.scenes import DEFAULT_MAX_PIXELS
+
+# Bumped when the output of the same inputs and settings changes (a bug fix in the recipe),
+# so that an incremental run recomputes everything once.
+RECIPE_VERSION = 1
+
+MODELS = ("sam", "box")
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "samrs-ray")
+
+
+class ConfigError(ValueError):
+    """The run cannot start as configured (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything `samrs-ray generate` needs. URIs are anything fsspec reads (local, s3://, gs://)."""
+
+    preset: Preset
+    images: str
+    labels: str
+    out: str
+    model: str = "sam"  # 'sam' or 'box' (the box-fill baseline, no weights)
+    model_type: str = "vit_h"
+    checkpoint: Optional[str] = None  # None: the official release file of model_type
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    paint_order: str = "annotation"
+    write_color: bool = True
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    # engine
+    device: Optional[str] = None  # None: 'cuda' when the actor has a GPU, else 'cpu'
+    dtype: Optional[str] = None  # None: 'bfloat16' on GPUs, 'float32' on CPUs
+    image_batch: int = 4
+    prompt_chunk: Optional[int] = None  # None: 64 on GPUs, 4 on CPUs (see EngineSettings)
+    multimask: bool = False
+    # Ray
+    address: Optional[str] = None  # None: start a local Ray
+    num_actors: Optional[int] = None  # None: one per GPU, or 1 on a CPU-only cluster
+    shard_tiles: int = 1000  # tiles per Parquet shard
+    cache_dir: str = DEFAULT_CACHE_DIR
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"--model must be one of {MODELS}, not {self.model!r}")
+        if self.model == "sam" and self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"--model-type must be one of {MODEL_TYPES}, not {self.model_type!r}")
+        if self.paint_order not in PAINT_ORDERS:
+            raise ConfigError(f"--paint-order must be one of {PAINT_ORDERS}, not {self.paint_order!r}")
+        if self.preset.prompt not in PROMPT_TYPES:
+            raise ConfigError(f"--prompt must be one of {PROMPT_TYPES}, not {self.preset.prompt!r}")
+        for name in ("image_batch", "shard_tiles", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.prompt_chunk is not None and self.prompt_chunk < 1:
+            raise ConfigError("--prompt-chunk must be at least 1")
+        if self.num_actors is not None and self.num_actors < 1:
+            raise ConfigError("--num-actors must be at least 1")
+        if self.out.rstrip("/") in (self.images.rstrip("/"), self.labels.rstrip("/")):
+            raise ConfigError("--out must not be the --images or --labels folder")
+
+    @property
+    def model_id(self) -> str:
+        return "box-fill" if self.model == "box" else f"sam-{self.model_type}"
+
+    def output_settings(self, model_checksum: str) -> dict[str, Any]:
+        """Settings that change output bytes (JSON-able). Engine batch sizes are left out:
+        they change speed, not the recipe. dtype is in: bf16 masks differ from fp32 ones."""
+        p = self.preset
+        return {
+            "recipe": RECIPE_VERSION,
+            "preset": p.name,
+            "classes": list(p.classes),
+            "palette": [list(c) for c in p.palette] if self.write_color else None,
+            "label_format": p.label_format,
+            "prompt": p.prompt,
+            "tile_size": p.tile_size,
+            "gap": p.gap,
+            "iof_thr": p.iof_thr,
+            "pad_value": list(p.pad_value),
+            "paint_order": self.paint_order,
+            "model": self.model_id,
+            "model_checksum": model_checksum,
+            "dtype": None if self.model == "box" else self.dtype,
+            "multimask": None if self.model == "box" else self.multimask,
+        }
+
+    def public(self) -> dict[str, Any]:
+        """The configuration as recorded in _run.json: storage options are left out (they may
+        hold credentials)."""
+        data = dataclasses.asdict(self)
+        data["storage_options"] = sorted(self.storage_options)  # which keys were set, no values
+        data["preset"] = {k: v for k, v in data["preset"].items() if k != "palette"}
+        return data

@@ -1,0 +1,146 @@
+"""What is already done, and which shards make up the next dataset version.
+
+Every shard on storage (committed ones and those a killed run left behind) is indexed by the
+(tile_id, fingerprint) pairs it holds. A planned tile whose fingerprint is found there, with
+its label PNG present, is skipped. After the run, each tile of the new version is taken from
+exactly one shard: committed shards first (unchanged datasets stay byte-identical), then this
+run's, then leftovers; a shard is kept whole when all its tiles are wanted, else its wanted
+rows are copied into a new shard.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from samrs_ray import manifest, storage
+from samrs_ray.manifest import RunRecord
+
+INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances"]
+
+
+@dataclass
+class ShardIndex:
+    """For every shard on storage: its tiles as {tile_id: fingerprint}, and their instance counts."""
+
+    tiles: dict[str, dict[str, str]] = field(default_factory=dict)
+    instances: dict[str, dict[str, int]] = field(default_factory=dict)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)  # shard -> tile -> scene image
+
+    def add(self, name: str, table: pa.Table) -> None:
+        ids = table.column("tile_id").to_pylist()
+        self.tiles[name] = dict(zip(ids, table.column("fingerprint").to_pylist()))
+        self.instances[name] = dict(zip(ids, table.column("n_instances").to_pylist()))
+        self.sources[name] = dict(zip(ids, table.column("source_uri").to_pylist()))
+
+    def instance_counts(self) -> dict[tuple[str, str], int]:
+        """{(tile_id, fingerprint): n_instances} over all shards."""
+        return {(t, fp): self.instances[name][t] for name, tiles in self.tiles.items() for t, fp in tiles.items()}
+
+    def known_by_source(self, labelled: set[str]) -> dict[str, frozenset[str]]:
+        """Fingerprints done per scene image URI, counting only tiles whose label PNG exists."""
+        known: dict[str, set[str]] = defaultdict(set)
+        for name, tiles in self.tiles.items():
+            for tile, fp in tiles.items():
+                if tile in labelled:
+                    known[self.sources[name][tile]].add(fp)
+        return {source: frozenset(fps) for source, fps in known.items()}
+
+
+def read_index(fs: fsspec.AbstractFileSystem, out: str) -> ShardIndex:
+    """Index every tiles shard under <out>/manifest/tiles (a shard without its instances file
+    is incomplete and ignored; a file that does not read is ignored too: it was never committed)."""
+    index = ShardIndex()
+    tiles_dir = storage.join(out, "manifest", "tiles")
+    instances = set(storage.list_names(fs, storage.join(out, "manifest", "instances")))
+    for filename in storage.list_names(fs, tiles_dir):
+        if not filename.endswith(".parquet") or filename not in instances:
+            continue
+        try:
+            table = manifest.read_table(fs, storage.join(tiles_dir, filename), INDEX_COLUMNS)
+        except (OSError, pa.ArrowException):
+            continue
+        index.add(filename[: -len(".parquet")], table)
+    return index
+
+
+def label_pngs(fs: fsspec.AbstractFileSystem, out: str) -> set[str]:
+    """Tile ids with a label PNG on storage."""
+    return {n[:-4] for n in storage.list_names(fs, storage.join(out, "labels")) if n.endswith(".png")}
+
+
+@dataclass
+class Selection:
+    keep: list[str]  # shards that go into the new version as they are
+    copy: dict[str, list[str]]  # shard -> tile ids to copy out of it into new shards
+
+
+def select_shards(wanted: dict[str, str], index: ShardIndex, order: Iterable[str]) -> tuple[Selection, set[str]]:
+    """Cover each wanted {tile_id: fingerprint} exactly once from the shards in `order`.
+    Returns the selection and the wanted tiles no shard holds (should be empty)."""
+    assigned: set[str] = set()
+    selection = Selection(keep=[], copy={})
+    for name in order:
+        tiles = index.tiles.get(name)
+        if not tiles:
+            continue
+        usable = [t for t, fp in tiles.items() if wanted.get(t) == fp and t not in assigned]
+        if not usable:
+            continue
+        if len(usable) == len(tiles):
+            selection.keep.append(name)
+        else:
+            selection.copy[name] = usable
+        assigned.update(usable)
+    return selection, set(wanted) - assigned
+
+
+def shard_order(index: ShardIndex, committed: Optional[RunRecord], new: list[str]) -> list[str]:
+    previous = committed.shards if committed else []
+    rest = sorted(set(index.tiles) - set(previous) - set(new))
+    return [*previous, *new, *rest]
+
+
+def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]], shard_tiles: int) -> list[str]:
+    """Copy the chosen tiles (and their instances) out of their shards into new shards of at
+    most `shard_tiles` tiles; returns the new shard names."""
+    tiles_parts, instance_parts = [], []
+    for name, tile_ids in sorted(copy.items()):
+        keep = pa.array(tile_ids)
+        for table, parts in (("tiles", tiles_parts), ("instances", instance_parts)):
+            data = manifest.read_table(fs, manifest.shard_path(out, table, name))
+            parts.append(data.filter(pc.is_in(data.column("tile_id"), value_set=keep)))
+    if not tiles_parts:
+        return []
+    tiles = pa.concat_tables(tiles_parts).sort_by("tile_id")
+    instances = pa.concat_tables(instance_parts)
+    names = []
+    for start in range(0, tiles.num_rows, shard_tiles):
+        chunk = tiles.slice(start, shard_tiles)
+        chosen = pc.is_in(instances.column("tile_id"), value_set=chunk.column("tile_id"))
+        names.append(manifest.write_shard(fs, out, chunk, instances.filter(chosen)))
+    return names
+
+
+def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord, tile_ids: set[str]) -> int:
+    """After a commit: delete shards, error files and PNGs the committed version does not use.
+    Returns the number of files deleted."""
+    doomed: list[str] = []
+    shards = {f"{n}.parquet" for n in record.shards}
+    for table, used in (("tiles", shards), ("instances", shards), ("errors", {f"{n}.parquet" for n in record.errors})):
+        folder = storage.join(out, "manifest", table)
+        doomed += [storage.join(folder, n) for n in storage.list_names(fs, folder) if n not in used]
+    for folder in ("labels", "color", "tiles"):
+        path = storage.join(out, folder)
+        doomed += [storage.join(path, n) for n in storage.list_names(fs, path) if n[:-4] not in tile_ids]
+    for path in doomed:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+    return len(doomed)

@@ -1,0 +1,183 @@
+"""The dataset's manifests: Arrow schemas, Parquet shards, and the run commit.
+
+Layout under <out> (DESIGN.md section 4):
+
+    manifest/tiles/<shard>.parquet       one row per tile       (TILES)
+    manifest/instances/<shard>.parquet   one row per instance   (INSTANCES), same shard name
+    manifest/errors/<run_id>.parquet     one row per unusable input (ERRORS)
+    _runs/<run_id>.json                  every run's record, kept as history
+    _run.json                            the committed run: written last
+
+A dataset version is the set of shards that a run record lists; shard files that no record
+lists (a killed run's) are invisible to readers. A shard is named by the hash of the
+(tile_id, fingerprint) pairs it holds, so a retried write lands on the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from samrs_ray import storage
+
+TILES = pa.schema([
+    ("tile_id", pa.string()),
+    ("subset", pa.string()),
+    ("source_uri", pa.string()),  # the scene image the tile was cut from
+    ("label_source_uri", pa.string()),  # the detection label file
+    ("x0", pa.int32()),
+    ("y0", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("image_uri", pa.string()),  # tiles/<id>.png when cut from a larger scene, else source_uri
+    ("label_uri", pa.string()),
+    ("color_uri", pa.string()),
+    ("n_instances", pa.int32()),
+    ("fingerprint", pa.string()),
+    ("model", pa.string()),
+    ("created_at", pa.string()),  # ISO 8601 UTC, when this tile was computed
+])
+
+RLE = pa.struct([("counts", pa.string()), ("height", pa.int32()), ("width", pa.int32())])
+
+INSTANCES = pa.schema([
+    ("tile_id", pa.string()),
+    ("instance_id", pa.int32()),  # 0-based, in annotation (paint) order within the tile
+    ("class_id", pa.int32()),
+    ("class_name", pa.string()),
+    ("difficult", pa.bool_()),
+    ("prompt_type", pa.string()),
+    ("prompt_box", pa.list_(pa.float32(), 4)),  # xyxy, tile pixels
+    ("polygon", pa.list_(pa.float32(), 8)),  # tile pixels; null for horizontal-box sources
+    ("mask_rle", RLE),  # COCO compressed RLE (pycocotools: {'size': [h, w], 'counts': ...})
+    ("area", pa.int64()),
+    ("predicted_iou", pa.float32()),
+    ("mask_box", pa.list_(pa.float32(), 4)),  # xyxy, x1/y1 exclusive; null for an empty mask
+    ("source_uri", pa.string()),
+    ("source_line", pa.int32()),
+])
+
+ERRORS = pa.schema([
+    ("source_uri", pa.string()),
+    ("line", pa.int32()),
+    ("stage", pa.string()),  # pair | read | tile | infer | write
+    ("reason", pa.string()),
+    ("tile_id", pa.string()),  # set when the problem belongs to one tile
+])
+
+TABLES = {"tiles": TILES, "instances": INSTANCES, "errors": ERRORS}
+
+
+def shard_name(pairs: Iterable[tuple[str, str]]) -> str:
+    """Name of the shard holding these (tile_id, fingerprint) pairs: order-free, content-derived."""
+    digest = hashlib.sha256()
+    for tile, fingerprint in sorted(pairs):
+        digest.update(f"{tile}\0{fingerprint}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    storage.write_atomic(fs, path, table_bytes(table))
+
+
+def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[str]] = None) -> pa.Table:
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:
+    """Write one shard pair; instances first, so a tiles file never points at missing instances."""
+    name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist()))
+    write_table(fs, shard_path(out, "instances", name), instances.cast(INSTANCES))
+    write_table(fs, shard_path(out, "tiles", name), tiles.cast(TILES))
+    return name
+
+
+def shard_path(out: str, table: str, name: str) -> str:
+    return storage.join(out, "manifest", table, f"{name}.parquet")
+
+
+@dataclass
+class RunRecord:
+    """What `_run.json` holds: the committed dataset version and how it came to be."""
+
+    run_id: str
+    started_at: str
+    finished_at: str
+    config: dict[str, Any]
+    model: dict[str, str]  # {'id': ..., 'type': ..., 'checksum': ...}
+    counts: dict[str, int]
+    shards: list[str]  # names of the tiles/instances shard pairs in this version
+    errors: list[str]  # names of the errors shards
+    changes: dict[str, list[str]]  # tile ids processed / removed by this run (first ones only)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "RunRecord":
+        return cls(**json.loads(data))
+
+
+def read_committed(fs: fsspec.AbstractFileSystem, out: str) -> Optional[RunRecord]:
+    path = storage.join(out, "_run.json")
+    if not storage.exists(fs, path):
+        return None
+    return RunRecord.from_json(fs.cat_file(path))
+
+
+def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
+    """Publish a dataset version: the history record, then `_run.json`, each written atomically.
+
+    Everything the record lists must already be written; until `_run.json` is replaced, readers
+    see the previous version.
+    """
+    data = record.to_json()
+    storage.write_atomic(fs, storage.join(out, "_runs", f"{record.run_id}.json"), data)
+    storage.write_atomic(fs, storage.join(out, "_run.json"), data)
+
+
+def run_history(fs: fsspec.AbstractFileSystem, out: str) -> list[RunRecord]:
+    """Every committed run's record, oldest first (run ids sort by time)."""
+    folder = storage.join(out, "_runs")
+    names = [n for n in storage.list_names(fs, folder) if n.endswith(".json")]
+    return [RunRecord.from_json(fs.cat_file(storage.join(folder, n))) for n in sorted(names)]
+
+
+def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
+                  record: Optional[RunRecord] = None) -> list[str]:
+    """Paths of the committed shards of `table` ('tiles', 'instances' or 'errors')."""
+    record = record if record is not None else read_committed(fs, out)
+    if record is None:
+        raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing); run `samrs-ray generate` first")
+    names = record.errors if table == "errors" else record.shards
+    return [shard_path(out, table, n) for n in names]
+
+
+def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
+                 columns: Optional[list[str]] = None) -> pa.Table:
+    """One committed table, whole, in this process: for tests and small datasets. Large ones:
+    `ray.data.read_parquet(dataset_uris(...))`."""
+    fs, root = storage.open_fs(out, storage_options)
+    schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
+    parts = [read_table(fs, p, columns) for p in dataset_files(fs, root, table)]
+    return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
+
+
+def dataset_uris(out: str, table: str, storage_options: Optional[dict] = None) -> list[str]:
+    """Full URIs of a committed table's shards (for ray.data.read_parquet)."""
+    fs, root = storage.open_fs(out, storage_options)
+    return [fs.unstrip_protocol(p) for p in dataset_files(fs, root, table)]

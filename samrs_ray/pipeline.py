@@ -1,0 +1,372 @@
+"""The Ray Data graph, and the driver around it.
+
+    scene pairs --flat_map(plan)--> tile rows --map_batches(MaskActor, actor pool)--> masks
+      --map_batches(encode, CPU tasks)--> PNGs + instance rows --map_batches(shards)--> Parquet
+      --> summaries on the driver --> errors shard, shard selection, commit, clean-up
+
+Rows that are skipped or are errors flow through every stage untouched, so the driver sees
+every input exactly once at the end. Each stage is a thin wrapper over a pure module
+(plan, masks, outputs, manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from samrs_ray import incremental, manifest, storage
+from samrs_ray.annotation import InputIssue
+from samrs_ray.config import ConfigError, JobConfig
+from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_files, pair_by_stem
+from samrs_ray.masks.checkpoint import fetch_checkpoint, load_sam, read_state_dict, sha256_file
+from samrs_ray.manifest import RunRecord
+from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
+from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, empty_row, error_row, plan_scene, record_annotation, settings_digest
+from samrs_ray.prompts import build_prompts
+
+log = logging.getLogger("samrs_ray")
+
+PROCESSED, FAILED = "processed", "failed"
+HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
+
+
+# --- model -------------------------------------------------------------------------------
+
+
+def model_checksum(config: JobConfig) -> str:
+    """The checkpoint's sha256, checked to be a SAM state dict of the right type before any tile
+    is processed ('' for the box backend and for tiny SAM with random weights)."""
+    if config.model == "box":
+        return ""
+    if config.checkpoint is None and config.model_type == "tiny":
+        return ""
+    _, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
+    return checksum
+
+
+class MaskActor:
+    """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one)."""
+
+    def __init__(self, config: JobConfig):
+        import torch
+
+        self.config = config
+        if config.model == "box":
+            from samrs_ray.masks.box import BoxBackend
+
+            self.backend = BoxBackend()
+            return
+        from samrs_ray.masks.sam import EngineSettings, SamBackend
+
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
+        settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
+                                  prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask)
+        self.backend = SamBackend(model, config.model_type, checksum, settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = to_rows(batch)
+        todo = [r for r in rows if r["status"] == TODO]
+        if todo:
+            self.infer(todo)
+        return to_batch(rows)
+
+    def infer(self, rows: list[dict[str, Any]]) -> None:
+        """Fill masks/scores/prompt_boxes of each row, or mark it failed with the reason."""
+        images, prompts = [], []
+        for row in rows:
+            objects = json.loads(row["objects"])
+            anns = [record_annotation(o, row["label_source_uri"]) for o in objects]
+            images.append(tile_pixels(row["pixels"], row["height"], row["width"]))
+            prompts.append(build_prompts(anns, self.config.preset.prompt, (row["height"], row["width"])))
+        try:
+            results = self.backend.predict(images, prompts)
+        except Exception:  # one bad tile must not fail its batch: retry one by one
+            results = []
+            for row, image, prompt in zip(rows, images, prompts):
+                try:
+                    results.extend(self.backend.predict([image], [prompt]))
+                except Exception as error:
+                    results.append(error)
+        for row, prompt, result in zip(rows, prompts, results):
+            if isinstance(result, Exception):
+                fail(row, "infer", f"mask inference failed: {type(result).__name__}: {result}")
+                continue
+            row["masks"] = pack_masks(result.masks)
+            row["scores"] = result.scores.astype(np.float32).tobytes()
+            row["prompt_boxes"] = prompt.boxes.astype(np.float32).tobytes()
+
+
+# --- stages ------------------------------------------------------------------------------
+
+
+def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    keys = list(batch)
+    count = len(batch[keys[0]]) if keys else 0
+    return [{k: unbox(batch[k][i]) for k in keys} for i in range(count)]
+
+
+def unbox(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    batch = {}
+    for key in empty_row():
+        values = [r[key] for r in rows]
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        batch[key] = array
+    return batch
+
+
+def fail(row: dict[str, Any], stage: str, reason: str) -> None:
+    row.update(status=FAILED, stage=stage, reason=reason)
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    out: str
+    storage_options: dict
+    prompt_type: str
+    paint_order: str
+    palette: Optional[tuple]
+    model_id: str
+    subset: str
+
+
+def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
+    """'todo' rows with masks -> PNGs written, instance rows (JSON) filled; heavy columns dropped."""
+    fs, out = storage.open_fs(settings.out, settings.storage_options)
+    rows = to_rows(batch)
+    for row in rows:
+        if row["status"] == TODO:
+            try:
+                instances, _ = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
+                row.update(status=PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
+                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            except Exception as error:
+                fail(row, "write", f"cannot write tile outputs: {type(error).__name__}: {error}")
+        for key in HEAVY_COLUMNS:
+            row[key] = b""
+    return to_batch(rows)
+
+
+def shard_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
+    """Processed rows -> one Parquet shard pair; returns the rows (now with their shard name)."""
+    fs, out = storage.open_fs(settings.out, settings.storage_options)
+    rows = to_rows(batch)
+    done = [r for r in rows if r["status"] == PROCESSED]
+    if done:
+        tiles = pa.Table.from_pylist([tile_record(r, fs, out, settings) for r in done], schema=manifest.TILES)
+        instances = pa.Table.from_pylist(
+            [i for r in done for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
+        name = manifest.write_shard(fs, out, tiles, instances)
+        for row in done:
+            row["shard"] = name
+    for row in rows:
+        row["instances"] = "[]"
+        row["objects"] = "[]" if row["kind"] != TILE else row["objects"]
+    return to_batch(rows)
+
+
+def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
+    paths = {k: fs.unstrip_protocol(v) for k, v in output_paths(out, row["tile_id"]).items()}
+    return {
+        "tile_id": row["tile_id"], "subset": settings.subset, "source_uri": row["source_uri"],
+        "label_source_uri": row["label_source_uri"], "x0": row["x0"], "y0": row["y0"],
+        "width": row["width"], "height": row["height"],
+        "image_uri": paths["tiles"] if row["cut"] else row["source_uri"],
+        "label_uri": paths["labels"], "color_uri": paths["color"] if settings.palette else None,
+        "n_instances": row["n_instances"], "fingerprint": row["fingerprint"],
+        "model": settings.model_id, "created_at": row["created_at"],
+    }
+
+
+# --- driver ------------------------------------------------------------------------------
+
+
+def resolve_engine(config: JobConfig, gpus: float) -> JobConfig:
+    """Fill the engine settings left to the hardware: bf16 and big prompt chunks on GPUs."""
+    on_gpu = gpus > 0 and config.device in (None, "cuda")
+    return replace(
+        config,
+        dtype=config.dtype or ("bfloat16" if on_gpu else "float32"),
+        prompt_chunk=config.prompt_chunk or (64 if on_gpu else 4),
+        num_actors=config.num_actors or (int(gpus) if on_gpu else 1),
+    )
+
+
+def connect(address: Optional[str]) -> None:
+    """Join the Ray cluster at `address`, or start a local one (the embedded default)."""
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+
+
+def run_id_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord:
+    """Run the job; returns the committed run record. Raises ConfigError before any work when
+    the configuration cannot work (no inputs, bad checkpoint, unreadable output location)."""
+    started = datetime.now(timezone.utc)
+    run_id = run_id_now()
+    fs, out = storage.open_fs(config.out, config.storage_options)
+    say(f"samrs-ray run {run_id}: {config.preset.name} from {config.images} -> {config.out}")
+    checksum = model_checksum(config)
+    connect(config.address)
+    gpus = ray.cluster_resources().get("GPU", 0) if config.model == "sam" else 0
+    config = resolve_engine(config, gpus)
+    settings = config.output_settings(checksum)
+
+    images = list_input(config.images, IMAGE_SUFFIXES, config)
+    labels = list_input(config.labels, LABEL_SUFFIXES[config.preset.label_format], config)
+    pairs, pair_issues = pair_by_stem(images, labels)
+    if not pairs:
+        raise ConfigError(f"nothing to process: no image in {config.images} has a label file in {config.labels} "
+                          f"({len(images)} images, {len(labels)} label files)")
+    committed = manifest.read_committed(fs, out)
+    index = incremental.read_index(fs, out)
+    known = index.known_by_source(incremental.label_pngs(fs, out))
+    say(f"{len(pairs)} scenes, {len(pair_issues)} unpaired files; {sum(len(t) for t in index.tiles.values())} "
+        f"tiles already on storage")
+
+    plan_settings = PlanSettings(config.preset, settings_digest(settings), config.max_pixels, config.storage_options)
+    write_settings = WriteSettings(
+        out=config.out, storage_options=config.storage_options, prompt_type=config.preset.prompt,
+        paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
+        model_id=config.model_id, subset=config.preset.name)
+    items = [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri,
+              "known": sorted(known.get(p.image_uri, ()))} for p in pairs]
+
+    t0 = time.perf_counter()
+    rows = run_graph(items, plan_settings, write_settings, config, gpus)
+    elapsed = time.perf_counter() - t0
+
+    record = finish(fs, out, config, run_id, started, checksum, committed, index,
+                    rows, [error_row(i) for i in pair_issues], len(pairs))
+    say(summary_text(record, elapsed))
+    return record
+
+
+def list_input(uri: str, suffixes: tuple[str, ...], config: JobConfig) -> list[str]:
+    try:
+        return list_files(uri, suffixes, config.storage_options)
+    except Exception as error:
+        raise ConfigError(f"cannot list {uri}: {error}") from error
+
+
+def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
+              config: JobConfig, gpus: float) -> list[dict[str, Any]]:
+    """The streaming graph; returns the light summary row of every scene, tile and error."""
+    from samrs_ray.inputs import ScenePair
+
+    def plan(item: dict[str, Any]) -> list[dict[str, Any]]:
+        pair = ScenePair(item["name"], item["image_uri"], item["label_uri"])
+        return plan_scene(pair, plan_settings, frozenset(item["known"]))
+
+    retries = {"max_retries": 3}
+    actor_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
+    on_gpu = config.model == "sam" and gpus > 0 and config.device in (None, "cuda")
+    if on_gpu:
+        actor_args["num_gpus"] = 1
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.flat_map(plan, **retries)
+    ds = ds.map_batches(
+        MaskActor, fn_constructor_args=(config,), batch_size=config.image_batch, batch_format="numpy",
+        concurrency=config.num_actors, **actor_args)
+    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=4, batch_format="numpy", **retries)
+    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles,
+                        batch_format="numpy", **retries)
+    ds = ds.drop_columns(list(HEAVY_COLUMNS) + ["instances"])
+    return [dict(r) for r in ds.iter_rows()]
+
+
+def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, checksum: str,
+           committed: Optional[RunRecord], index: incremental.ShardIndex,
+           rows: list[dict[str, Any]], pair_errors: list[dict[str, Any]], n_pairs: int) -> RunRecord:
+    """Errors shard, shard selection, commit, clean-up; returns the committed record."""
+    tiles = [r for r in rows if r["kind"] == TILE]
+    scenes = [r for r in rows if r["kind"] == SCENE]
+    errors = pair_errors + [r for r in rows if r["kind"] == ERROR]
+    failed = [r for r in tiles if r["status"] == FAILED]
+    errors += [error_row(InputIssue(r["source_uri"], r["reason"], stage=r["stage"]), tile=r["tile_id"]) for r in failed]
+
+    # New shards this run wrote, indexed like the old ones (names from the summaries).
+    new_shards = sorted({r["shard"] for r in tiles if r["status"] == PROCESSED})
+    for name in new_shards:
+        index.add(name, manifest.read_table(fs, manifest.shard_path(out, "tiles", name), incremental.INDEX_COLUMNS))
+    wanted = {r["tile_id"]: r["fingerprint"] for r in tiles if r["status"] in (PROCESSED, SKIPPED)}
+    selection, missing = incremental.select_shards(wanted, index, incremental.shard_order(index, committed, new_shards))
+    if missing:  # a skipped tile whose shard vanished between planning and now: not in this version
+        raise RuntimeError(f"{len(missing)} tiles are in no shard (storage changed during the run?): "
+                           f"{sorted(missing)[:5]}; rerun to recompute them")
+    copied = incremental.copy_rows(fs, out, selection.copy, config.shard_tiles)
+    shards = sorted(selection.keep + copied)
+
+    error_table = pa.Table.from_pylist(
+        [{"source_uri": e["source_uri"], "line": None if e["line"] < 0 else e["line"], "stage": e["stage"],
+          "reason": e["reason"], "tile_id": e["tile_id"] or None} for e in errors], schema=manifest.ERRORS)
+    error_shards = []
+    if errors:
+        error_shards = [f"{run_id}"]
+        manifest.write_table(fs, manifest.shard_path(out, "errors", run_id), error_table)
+
+    previous_tiles = set()
+    if committed:
+        for name in committed.shards:
+            previous_tiles.update(index.tiles.get(name, {}))
+    processed = [r["tile_id"] for r in tiles if r["status"] == PROCESSED]
+    removed = sorted(previous_tiles - set(wanted))
+    counts_of = index.instance_counts()
+    instances = sum(counts_of[(t, fp)] for t, fp in wanted.items())
+    counts = {
+        "scenes": n_pairs,
+        "scenes_ok": len(scenes),
+        "tiles": len(wanted),
+        "processed": len(processed),
+        "skipped": sum(r["status"] == SKIPPED for r in tiles),
+        "failed": len(failed),
+        "removed": len(removed),
+        "empty_windows": sum(r["n_empty"] for r in scenes),
+        "instances": instances,
+        "objects": sum(r["n_objects"] for r in scenes),
+        "objects_in_tiles": sum(r["n_in_tiles"] for r in scenes),
+        "errors": len(errors),
+    }
+    record = RunRecord(
+        run_id=run_id, started_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=config.public(),
+        model={"id": config.model_id, "type": config.model_type if config.model == "sam" else "",
+               "checksum": checksum},
+        counts=counts, shards=shards, errors=error_shards,
+        changes={"processed": processed[:100], "removed": removed[:100]},
+    )
+    manifest.commit(fs, out, record)
+    incremental.collect_garbage(fs, out, record, set(wanted))
+    return record
+
+
+def summary_text(record: RunRecord, seconds: float) -> str:
+    c = record.counts
+    lines = [
+        f"run {record.run_id} committed in {seconds:.1f} s ({record.model['id']})",
+        f"  scenes    {c['scenes_ok']} read of {c['scenes']}",
+        f"  tiles     {c['tiles']} in dataset: {c['processed']} processed, {c['skipped']} unchanged; "
+        f"{c['failed']} failed, {c['removed']} removed, {c['empty_windows']} empty windows",
+        f"  instances {c['instances']} (objects read {c['objects']}, in tiles {c['objects_in_tiles']})",
+        f"  errors    {c['errors']} (see manifest/errors)" if c["errors"] else "  errors    none",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Planning one scene: read its image and label bytes once, and turn them into tile rows.
+
+    ScenePair -> bytes -> annotations (with class ids) -> windows -> one row per window with objects
+
+Each row is a plain dict (the same keys for every row, so Ray Data can stack them into Arrow
+blocks). A tile whose fingerprint is already in the dataset is planned as 'skipped' and its
+pixels are never decoded; everything that cannot be used becomes an 'error' row. Nothing here
+knows of Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from samrs_ray import storage
+from samrs_ray.annotation import Annotation, InputError, InputIssue
+from samrs_ray.classes import Preset
+from samrs_ray.formats import assign_class_ids, drop_outside_image, read_labels
+from samrs_ray.inputs import ScenePair
+from samrs_ray.scenes import check_pixel_cap, decode_image, image_size
+from samrs_ray.tiling import Window, cut_tile, objects_in_window, plan_windows, tile_id
+
+# Row kinds and statuses
+TILE, SCENE, ERROR = "tile", "scene", "error"
+TODO, SKIPPED = "todo", "skipped"
+
+
+def empty_row() -> dict[str, Any]:
+    """Every key a row of the job carries, with neutral values."""
+    return {
+        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "",
+        "source_uri": "", "label_source_uri": "", "cut": False,
+        "x0": 0, "y0": 0, "width": 0, "height": 0,
+        "objects": "[]",  # JSON list of tile-relative objects (see object_record)
+        "pixels": b"",  # tile RGB, height*width*3 bytes, for 'todo' tiles only
+        "masks": b"", "scores": b"", "prompt_boxes": b"",  # filled by inference
+        "instances": "[]",  # JSON instance rows, filled by encoding
+        "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,  # scene rows
+        "n_instances": 0, "shard": "", "created_at": "",
+        "reason": "", "stage": "", "line": -1,
+    }
+
+
+def error_row(issue: InputIssue, tile: str = "") -> dict[str, Any]:
+    row = empty_row()
+    row.update(kind=ERROR, status="error", source_uri=issue.source, reason=issue.reason,
+               stage=issue.stage, line=-1 if issue.line is None else issue.line, tile_id=tile)
+    return row
+
+
+def object_record(annotation: Annotation, class_id: int) -> dict[str, Any]:
+    """A tile-relative object as JSON-able data; also what its tile's fingerprint covers."""
+    return {
+        "class_id": class_id,
+        "class_name": annotation.class_name,
+        "difficult": annotation.difficult,
+        "hbox": [round(v, 4) for v in annotation.hbox],
+        "polygon": None if annotation.polygon is None else [round(v, 4) for v in annotation.polygon],
+        "line": annotation.line,
+    }
+
+
+def record_annotation(record: dict[str, Any], source: str) -> Annotation:
+    polygon = record["polygon"]
+    return Annotation(record["class_name"], tuple(record["hbox"]), None if polygon is None else tuple(polygon),
+                      record["difficult"], source, record["line"])
+
+
+def fingerprint(settings_digest: str, image_sha: str, window: Window, objects_json: str) -> str:
+    """What a tile's output depends on: settings (incl. model checksum), pixels, window, objects."""
+    digest = hashlib.sha256()
+    for part in (settings_digest, image_sha, f"{window.x0},{window.y0},{window.width},{window.height}", objects_json):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What planning needs from the job configuration (small, so it ships to every task)."""
+
+    preset: Preset
+    digest: str  # settings_digest of the output settings
+    max_pixels: int
+    storage_options: dict
+
+
+def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str]) -> list[dict[str, Any]]:
+    """All rows of one scene: a 'scene' row, one 'tile' row per window with objects, and an
+    'error' row per unusable object. An unreadable scene gives its 'error' row(s) only.
+
+    `known`: fingerprints already in the dataset for this scene; their tiles are 'skipped'.
+    """
+    try:
+        return plan_readable_scene(pair, settings, known)
+    except InputError as error:
+        return [error_row(InputIssue.from_error(error))]
+    except OSError as error:  # storage trouble: a file vanished, permission denied, network
+        return [error_row(InputIssue(pair.image_uri, f"cannot read scene: {type(error).__name__}: {error}"))]
+
+
+def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str]) -> list[dict[str, Any]]:
+    preset = settings.preset
+    label_bytes = read_source(pair.label_uri, settings.storage_options)
+    image_bytes = read_source(pair.image_uri, settings.storage_options)
+    width, height = image_size(image_bytes, pair.image_uri)
+    check_pixel_cap(width, height, settings.max_pixels, pair.image_uri)
+    parsed = read_labels(label_bytes, pair.label_uri, preset.label_format)
+    with_ids, class_issues = assign_class_ids(parsed.annotations, preset)
+    inside, outside_issues = drop_outside_image([a for a, _ in with_ids], width, height)
+    kept_ids = {id(a) for a in inside}
+    annotations = [(a, c) for a, c in with_ids if id(a) in kept_ids]
+    issues = parsed.issues + class_issues + outside_issues
+
+    image_sha = hashlib.sha256(image_bytes).hexdigest()
+    windows = plan_windows(width, height, preset.tile_size, preset.gap)
+    cut = preset.tile_size is not None
+    scene: Optional[np.ndarray] = None  # decoded on the first tile that needs pixels
+    rows: list[dict[str, Any]] = []
+    in_tiles: set[int] = set()
+    empty = 0
+    for window in windows:
+        try:
+            kept = objects_in_window([a for a, _ in annotations], window, preset.iof_thr)
+        except InputError as error:  # a zero-area object: the readers refuse these, but stay total
+            return [error_row(InputIssue.from_error(error, stage="tile"))]
+        if not kept:
+            empty += 1
+            continue
+        in_tiles.update(index for index, _ in kept)
+        objects_json = json.dumps([object_record(a, annotations[i][1]) for i, a in kept], sort_keys=True)
+        row = empty_row()
+        row.update(
+            kind=TILE, scene=pair.name, tile_id=tile_id(pair.name, preset.tile_size, window),
+            fingerprint=fingerprint(settings.digest, image_sha, window, objects_json),
+            source_uri=pair.image_uri, label_source_uri=pair.label_uri, cut=cut,
+            x0=window.x0, y0=window.y0, width=window.width, height=window.height, objects=objects_json,
+        )
+        if row["fingerprint"] in known:
+            row["status"] = SKIPPED
+        else:
+            if scene is None:
+                scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels)
+            row["status"] = TODO
+            row["pixels"] = cut_tile(scene, window, preset.pad_value).tobytes()
+        rows.append(row)
+
+    for index, (annotation, _) in enumerate(annotations):
+        if index not in in_tiles:  # SAMRS dropped these silently; we say so
+            issues.append(InputIssue(
+                annotation.source,
+                f"object is in no tile: no {preset.tile_size}px window holds {preset.iof_thr:.0%} of it",
+                annotation.line, stage="tile",
+            ))
+    summary = empty_row()
+    summary.update(kind=SCENE, status="ok", scene=pair.name, source_uri=pair.image_uri,
+                   label_source_uri=pair.label_uri, n_objects=len(parsed.annotations) + len(parsed.issues),
+                   n_windows=len(windows), n_empty=empty, n_in_tiles=len(in_tiles))
+    return [summary, *rows, *(error_row(issue) for issue in issues)]
+
+
+def read_source(uri: str, storage_options: dict) -> bytes:
+    try:
+        return storage.read_bytes(uri, storage_options)
+    except FileNotFoundError:
+        raise InputError(uri, "file not found (deleted after listing?)") from None
