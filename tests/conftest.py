@@ -40,3 +40,18 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), bucket="samrs-test", weed=weed)
     with server as running:
         yield running
+
+
+# --- Ray: one local Ray for the in-process job tests ---
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    if started:
+        ray.shutdown()

@@ -1,0 +1,67 @@
+"""Small helpers for job tests: synthetic scenes, config shortcuts, reading outputs back."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from samrs_ray.classes import PRESETS
+from samrs_ray.config import JobConfig
+
+
+def config(images: Any, labels: Any, out: Any, preset: str = "sota", preset_changes: Optional[dict] = None,
+           **changes: Any) -> JobConfig:
+    """A JobConfig with the box backend unless told otherwise; preset_changes edit the preset."""
+    changes.setdefault("model", "box")
+    chosen = dataclasses.replace(PRESETS[preset], **(preset_changes or {}))
+    return JobConfig(preset=chosen, images=str(images), labels=str(labels), out=str(out), **changes)
+
+
+def write_scene(folder: Path, name: str, size: tuple[int, int], boxes: list[tuple[str, float, float, float, float]],
+                seed: int = 0) -> None:
+    """A DOTA-style scene: images/<name>.png (noise, width x height) and labelTxt/<name>.txt
+    with one axis-aligned quad per (class, x0, y0, x1, y1)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labelTxt").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(folder / "images" / f"{name}.png")
+    lines = [f"{x0} {y0} {x1} {y0} {x1} {y1} {x0} {y1} {cls} 0" for cls, x0, y0, x1, y1 in boxes]
+    (folder / "labelTxt" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def synthetic_scenes(folder: Path, count: int, size: int = 128, objects: int = 3) -> None:
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        boxes = []
+        for _ in range(objects):
+            x0, y0 = rng.integers(0, size - 30, 2)
+            w, h = rng.integers(8, 28, 2)
+            boxes.append(("small-vehicle", int(x0), int(y0), int(x0 + w), int(y0 + h)))
+        write_scene(folder, f"S{i:05d}", (size, size), boxes, seed=i)
+
+
+def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_runs")) -> dict[str, str]:
+    """sha256 of every file under out, by relative path (the run records left out)."""
+    digests = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and not rel.startswith(skip):
+            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def dataset_rows(out: str, table: str, storage_options: Optional[dict] = None, drop: tuple[str, ...] = ("created_at",)):
+    """A committed table as sorted row dicts (columns in `drop` removed), for comparing datasets."""
+    from samrs_ray import manifest
+
+    rows = manifest.read_dataset(out, table, storage_options).to_pylist()
+    for row in rows:
+        for key in drop:
+            row.pop(key, None)
+    return sorted(rows, key=lambda r: (r["tile_id"], r.get("instance_id", -1)))

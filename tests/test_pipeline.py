@@ -1,0 +1,237 @@
+"""`samrs-ray generate` end to end on a local Ray: real samples with the box backend and a
+tiny SAM, a mix of broken inputs, and incremental reruns."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from samrs_ray import manifest
+from samrs_ray.classes import IGNORE_ID, PRESETS
+from samrs_ray.cli import format_runs, main
+from samrs_ray.formats import read_labels
+from samrs_ray.masks.rle import decode_rle
+from samrs_ray.pipeline import generate
+from samrs_ray.tiling import objects_in_window, plan_windows, tile_id
+from tests.datasets import config, dataset_rows, file_digests, synthetic_scenes, write_scene
+
+pytestmark = pytest.mark.slow
+SOTA = PRESETS["sota"]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def box_run(realsamples: Path, tmp_path_factory, local_ray):
+    out = tmp_path_factory.mktemp("box") / "sota"
+    dota = realsamples / "dota"
+    record = generate(config(dota / "images", dota / "labelTxt", out), say=quiet)
+    return out, record, dota
+
+
+def expected_tiles(dota: Path) -> dict[str, list[str]]:
+    """Class names per tile, computed straight from the label files with the tiling functions."""
+    expected = {}
+    for scene in ("P0004", "P1888"):
+        width, height = Image.open(dota / "images" / f"{scene}.png").size
+        anns = read_labels((dota / "labelTxt" / f"{scene}.txt").read_bytes(), scene, "dota").annotations
+        for window in plan_windows(width, height, 1024, 200):
+            kept = objects_in_window(anns, window, 0.7)
+            if kept:
+                expected[tile_id(scene, 1024, window)] = [a.class_name for _, a in kept]
+    return expected
+
+
+def test_counts_add_up_on_the_real_samples(box_run) -> None:
+    out, record, dota = box_run
+    c = record.counts
+    # P0004 (824x1464: two windows) and P1888 have images; five label files have none.
+    assert (c["scenes"], c["scenes_ok"], c["tiles"], c["processed"], c["skipped"], c["failed"]) == (2, 2, 3, 3, 0, 0)
+    assert c["objects"] == 107 + 64 == c["objects_in_tiles"]
+    assert c["errors"] == 5
+    errors = manifest.read_dataset(str(out), "errors").to_pylist()
+    assert sorted(Path(e["source_uri"]).name for e in errors) == ["P0770.txt", "P1088.txt", "P1234.txt", "P2598.txt", "P2709.txt"]
+    assert all(e["stage"] == "pair" and "has no image" in e["reason"] for e in errors)
+    saved = json.loads((out / "_run.json").read_text())
+    assert saved["model"] == {"id": "box-fill", "type": "", "checksum": ""}
+    assert (out / "_runs" / f"{record.run_id}.json").read_bytes() == (out / "_run.json").read_bytes()
+
+
+def test_instances_match_the_annotations_tile_by_tile(box_run) -> None:
+    out, record, dota = box_run
+    expected = expected_tiles(dota)
+    tiles = manifest.read_dataset(str(out), "tiles").to_pylist()
+    instances = manifest.read_dataset(str(out), "instances").to_pylist()
+    assert sorted(t["tile_id"] for t in tiles) == sorted(expected)
+    by_tile: dict[str, list[dict]] = {}
+    for row in sorted(instances, key=lambda r: (r["tile_id"], r["instance_id"])):
+        by_tile.setdefault(row["tile_id"], []).append(row)
+    for tile in tiles:
+        rows = by_tile[tile["tile_id"]]
+        assert [r["class_name"] for r in rows] == expected[tile["tile_id"]]
+        assert tile["n_instances"] == len(rows)
+        assert [r["instance_id"] for r in rows] == list(range(len(rows)))
+    # every object of P0004 lands in at least one tile
+    p0004_lines = {r["source_line"] for r in instances if r["tile_id"].startswith("P0004")}
+    assert len(p0004_lines) == 107
+
+
+def test_label_pngs_hold_the_masks_painted_in_annotation_order(box_run) -> None:
+    out, record, dota = box_run
+    instances = manifest.read_dataset(str(out), "instances").to_pylist()
+    for tile in manifest.read_dataset(str(out), "tiles").to_pylist():
+        label = np.array(Image.open(out / "labels" / f"{tile['tile_id']}.png"))
+        assert label.shape == (1024, 1024) and label.dtype == np.uint8
+        assert set(np.unique(label)) <= set(range(len(SOTA.classes))) | {IGNORE_ID}
+        painted = np.full(label.shape, IGNORE_ID, np.uint8)
+        rows = sorted((r for r in instances if r["tile_id"] == tile["tile_id"]), key=lambda r: r["instance_id"])
+        for row in rows:
+            rle = row["mask_rle"]
+            mask = decode_rle(rle["counts"], rle["height"], rle["width"])
+            theirs = coco_mask.decode({"size": [rle["height"], rle["width"]], "counts": rle["counts"].encode()})
+            assert np.array_equal(mask, theirs.astype(bool))
+            assert mask.sum() == row["area"] > 0
+            painted[mask] = row["class_id"]
+        assert np.array_equal(painted, label)
+        colour = Image.open(out / "color" / f"{tile['tile_id']}.png")
+        assert colour.mode == "P" and colour.size == (1024, 1024)
+        pixels = Image.open(out / "tiles" / f"{tile['tile_id']}.png")
+        assert pixels.size == (1024, 1024) and pixels.mode == "RGB"
+
+
+def test_tiny_sam_run(realsamples: Path, tmp_path: Path, local_ray) -> None:
+    """The SAM path through the actor pool (tiny SAM, random weights: a FAKE model, but the real
+    segment_anything modules): every box gets a mask row and the label map agrees with them."""
+    images = tmp_path / "images"
+    images.mkdir()
+    os.symlink(realsamples / "dota" / "images" / "P1888.png", images / "P1888.png")
+    labels = realsamples / "dota" / "labelTxt"
+    out = tmp_path / "out"
+    record = generate(config(images, labels, out, model="sam", model_type="tiny"), say=quiet)
+    assert (record.counts["tiles"], record.counts["instances"]) == (1, 64)
+    assert record.model["id"] == "sam-tiny"
+    rows = dataset_rows(str(out), "instances")
+    assert Counter(r["class_name"] for r in rows) == {"large-vehicle": 50, "small-vehicle": 14}
+    assert all(np.isfinite(r["predicted_iou"]) and r["prompt_type"] == "hbox" for r in rows)
+    label = np.array(Image.open(out / "labels" / "P1888__1024__0___0.png"))
+    painted = np.full(label.shape, IGNORE_ID, np.uint8)
+    for r in rows:
+        painted[decode_rle(r["mask_rle"]["counts"], 1024, 1024)] = r["class_id"]
+    assert np.array_equal(painted, label)
+
+
+def test_broken_inputs_are_quarantined_and_counted(realsamples: Path, tmp_path: Path, local_ray) -> None:
+    data = tmp_path / "data"
+    write_scene(data, "good", (300, 200), [("small-vehicle", 10, 10, 40, 30), ("plane", 100, 50, 180, 120)])
+    # a truncated PNG
+    write_scene(data, "truncated", (300, 200), [("ship", 10, 10, 40, 30)])
+    png = (data / "images" / "truncated.png").read_bytes()
+    (data / "images" / "truncated.png").write_bytes(png[: len(png) // 3])
+    # bad lines among good ones
+    write_scene(data, "badlines", (300, 200), [("ship", 10, 10, 40, 30)])
+    with open(data / "labelTxt" / "badlines.txt", "a") as f:
+        f.write("1 2 3 4 ship 0\n")  # wrong token count (line 2)
+        f.write("10 10 nan 10 40 30 10 30 ship 0\n")  # NaN (line 3)
+        f.write("10 10 40 10 40 30 10 30 unicorn 0\n")  # unknown class (line 4)
+        f.write("900 900 950 900 950 950 900 950 ship 0\n")  # outside the 300x200 image (line 5)
+        f.write("10 10 10 10 10 10 10 10 ship 0\n")  # zero area (line 6)
+    write_scene(data, "orphanimage", (100, 100), [])
+    (data / "labelTxt" / "orphanimage.txt").unlink()
+    (data / "labelTxt" / "orphanlabel.txt").write_text("1 1 5 1 5 5 1 5 ship 0\n")
+    (data / "images" / "notanimage.png").write_bytes(b"this is not a png")
+    (data / "labelTxt" / "notanimage.txt").write_text("1 1 5 1 5 5 1 5 ship 0\n")
+    out = tmp_path / "out"
+
+    code = main(["generate", "--preset", "sota", "--images", str(data / "images"), "--labels",
+                 str(data / "labelTxt"), "--out", str(out), "--model", "box", "--tile-size", "none"])
+    assert code == 0
+    record = manifest.read_committed(*_fs(out))
+    errors = manifest.read_dataset(str(out), "errors").to_pylist()
+    where = {(Path(e["source_uri"]).name, e["line"]) for e in errors}
+    assert {("truncated.png", None), ("orphanimage.png", None), ("orphanlabel.txt", None),
+            ("notanimage.png", None)} <= where
+    assert {("badlines.txt", n) for n in (2, 3, 4, 5, 6)} <= where
+    reasons = " | ".join(e["reason"] for e in errors)
+    assert "unicorn" in reasons and "outside" in reasons
+    c = record.counts
+    assert (c["scenes"], c["scenes_ok"], c["tiles"]) == (4, 2, 2)  # good, badlines usable
+    assert c["instances"] == 3
+    object_errors = [e for e in errors if e["line"] is not None]
+    assert c["objects"] == c["objects_in_tiles"] + len(object_errors)
+    assert c["errors"] == len(errors) == 4 + 5
+    # nothing half written: no temp files, every listed file exists
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    for tile in manifest.read_dataset(str(out), "tiles").to_pylist():
+        assert (out / "labels" / f"{tile['tile_id']}.png").is_file()
+
+
+def test_nothing_to_process_is_an_error(tmp_path: Path, local_ray) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    code = main(["generate", "--preset", "sota", "--images", str(tmp_path / "images"), "--labels",
+                 str(tmp_path / "labels"), "--out", str(tmp_path / "out"), "--model", "box"])
+    assert code == 2
+    assert not (tmp_path / "out" / "_run.json").exists()
+
+
+def _fs(out: Path):
+    from samrs_ray import storage
+
+    return storage.open_fs(str(out))
+
+
+def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    synthetic_scenes(data, 6)
+    run = lambda: generate(config(data / "images", data / "labelTxt", out,  # noqa: E731
+                                  preset_changes={"tile_size": None}), say=quiet)
+    first = run()
+    assert (first.counts["tiles"], first.counts["processed"]) == (6, 6)
+    before = file_digests(out)
+
+    second = run()
+    assert (second.counts["processed"], second.counts["skipped"], second.counts["removed"]) == (0, 6, 0)
+    assert file_digests(out) == before, "a no-change rerun must not change a byte of the dataset"
+
+    # one label file edited: only its tile is recomputed
+    label = data / "labelTxt" / "S00002.txt"
+    label.write_text("\n".join(label.read_text().splitlines()[:2]) + "\n")
+    third = run()
+    assert (third.counts["processed"], third.counts["skipped"]) == (1, 5)
+    assert third.changes["processed"] == ["S00002"]
+    after = file_digests(out)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert {k for k in changed if not k.startswith("manifest/")} == {"labels/S00002.png", "color/S00002.png"}
+    assert sum(1 for r in dataset_rows(str(out), "instances") if r["tile_id"] == "S00002") == 2
+
+    # one scene deleted: its rows and files leave the dataset
+    (data / "images" / "S00003.png").unlink()
+    (data / "labelTxt" / "S00003.txt").unlink()
+    fourth = run()
+    assert (fourth.counts["tiles"], fourth.counts["removed"], fourth.counts["processed"]) == (5, 1, 0)
+    assert not (out / "labels" / "S00003.png").exists()
+    assert "S00003" not in {r["tile_id"] for r in dataset_rows(str(out), "tiles")}
+
+    # a setting that changes the output recomputes everything
+    fifth = generate(config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None},
+                            paint_order="area-desc"), say=quiet)
+    assert fifth.counts["processed"] == 5
+
+    fs, root = _fs(out)
+    history = manifest.run_history(fs, root)
+    assert [r.run_id for r in history] == [r.run_id for r in (first, second, third, fourth, fifth)]
+    assert main(["runs", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(r.run_id in printed for r in history)
+    assert format_runs(history).count("\n") == 5
