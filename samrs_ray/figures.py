@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from samrs_ray.classes import IGNORE_ID
 from samrs_ray.masks.rle import mask_box
@@ -48,7 +49,7 @@ def summary_table(stats: dict[str, Any]) -> Figure:
     rows = [[name, f"{s['images']:,}", f"{s['tiles']:,}", ", ".join(s["tile_sizes"]) or "-",
              f"{s['classes']} ({s['classes_present']} present)", f"{s['instances']:,}", f"{s['empty_masks']:,}"]
             for name, s in stats["subsets"].items()]
-    fig = new_figure(10, 0.9 + 0.4 * max(1, len(rows)))
+    fig = new_figure(10, 0.7 + 0.35 * (1 + max(1, len(rows))))
     ax = fig.add_subplot()
     ax.axis("off")
     ax.set_title(f"Dataset summary (run {stats['run_id']}, model {stats['model']})", fontsize=11)
@@ -68,9 +69,9 @@ def class_counts(stats: dict[str, Any]) -> Figure:
     bars with the sum of instance areas as markers; or the areas as bars when the label maps
     were not read). Class names on the y axis in label-id order."""
     subsets = list(stats["subsets"].items())
-    n_classes = max([len(s["per_class"]) for _, s in subsets] or [1])
-    fig = new_figure(13, max(3.0, 0.25 * n_classes + 1.2) * max(1, len(subsets)))
-    axes = fig.subplots(max(1, len(subsets)), 2, squeeze=False)
+    heights = [len(s["per_class"]) + 5 for _, s in subsets] or [1]  # + room for title and axis
+    fig = new_figure(13, max(3.5, 0.25 * sum(heights)))
+    axes = fig.subplots(len(heights), 2, squeeze=False, gridspec_kw={"height_ratios": heights})
     for (name, s), (left, right) in zip(subsets, axes):
         names = [c["name"] for c in s["per_class"]]
         y = np.arange(len(names))
@@ -79,7 +80,7 @@ def class_counts(stats: dict[str, Any]) -> Figure:
         areas = [c["instance_pixels"] for c in s["per_class"]]
         label = [c["label_pixels"] for c in s["per_class"]]
         if all(v is not None for v in label):
-            bars(right, y, label, names, f"{name}: pixels per class", "pixels", "label-map pixels")
+            bars(right, y, label, names, f"{name}: pixels per class", "pixels", "label-map pixels", numbers=False)
             shown = [v if v > 0 else np.nan for v in areas]
             right.plot(shown, y, linestyle="none", marker="D", markersize=4, color=MARK,
                        label="sum of instance areas")
@@ -91,19 +92,27 @@ def class_counts(stats: dict[str, Any]) -> Figure:
     return fig
 
 
-def bars(ax: Any, y: np.ndarray, values: list[int], names: list[str], title: str, xlabel: str, label: str) -> None:
-    ax.barh(y, values, color=BAR, label=label)
+def bars(ax: Any, y: np.ndarray, values: list[int], names: list[str], title: str, xlabel: str, label: str,
+         numbers: bool = True) -> None:
+    """Horizontal bars, class 0 on top, each labelled with its count (zeros at the axis)."""
+    container = ax.barh(y, values, color=BAR, label=label)
+    if numbers:
+        ax.bar_label(container, labels=[f"{v:,}" if v else "" for v in values], padding=3, fontsize=7)
     ax.set_yticks(y, names, fontsize=9)
-    ax.invert_yaxis()  # class 0 on top, as the class list reads
+    ax.invert_yaxis()
     ax.set_title(title, fontsize=11)
     if wants_log(values):
         ax.set_xscale("log")
         xlabel += " (log scale)"
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.margins(x=0.12)  # room for the labels
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     for yi, v in zip(y, values):
-        if v == 0:
-            ax.annotate("0", (0, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        if v == 0:  # no bar to label (and no 0 on a log axis): write it at the axis
+            ax.annotate("0", (0, yi), xycoords=ax.get_yaxis_transform(), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=7)
 
 
 def mask_sizes(stats: dict[str, Any]) -> Figure:

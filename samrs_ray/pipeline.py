@@ -276,19 +276,17 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
         pair = ScenePair(item["name"], item["image_uri"], item["label_uri"])
         return plan_scene(pair, plan_settings, frozenset(item["known"]))
 
-    retries = {"max_retries": 3}
-    actor_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
+    # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
+    # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
+    # batch overwrites its own files instead of duplicating rows.
     on_gpu = config.model == "sam" and gpus > 0 and config.device in (None, "cuda")
-    if on_gpu:
-        actor_args["num_gpus"] = 1
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.flat_map(plan, **retries)
+    ds = ds.flat_map(plan)
     ds = ds.map_batches(
         MaskActor, fn_constructor_args=(config,), batch_size=config.image_batch, batch_format="numpy",
-        concurrency=config.num_actors, **actor_args)
-    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=4, batch_format="numpy", **retries)
-    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles,
-                        batch_format="numpy", **retries)
+        compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
+    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=4, batch_format="numpy")
+    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy")
     ds = ds.drop_columns(list(HEAVY_COLUMNS) + ["instances"])
     return [dict(r) for r in ds.iter_rows()]
 

@@ -1,0 +1,103 @@
+"""A run killed mid-way (driver and its local Ray, SIGKILL) leaves the last committed dataset
+intact, and the next run finishes the work: the result equals a clean run's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from samrs_ray import manifest, storage
+from samrs_ray.pipeline import generate
+from tests.datasets import config, dataset_rows, synthetic_scenes
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "samrs_ray.cli", "generate", "--preset", "sota", "--model", "box",
+            "--images", str(data / "images"), "--labels", str(data / "labelTxt"), "--out", str(out),
+            "--tile-size", "none", "--shard-tiles", "2", "--no-color"]
+
+
+def shard_count(out: Path) -> int:
+    folder = out / "manifest" / "tiles"
+    return len(list(folder.glob("*.parquet"))) if folder.is_dir() else 0
+
+
+def kill_when_shards_appear(command: list[str], out: Path, shards: int, timeout: float = 240) -> bool:
+    """Run `command`, SIGKILL its whole process group once `shards` new shard files exist.
+    Returns False when the run finished before that."""
+    before = shard_count(out)
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if shard_count(out) >= before + shards:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.02)
+        raise AssertionError("the run neither wrote shards nor finished in time")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def snapshot(out: Path) -> tuple[list, list, dict[str, bytes]]:
+    tiles = dataset_rows(str(out), "tiles", drop=("created_at", "label_uri", "color_uri", "image_uri"))
+    instances = dataset_rows(str(out), "instances")
+    pngs = {t["tile_id"]: (out / "labels" / f"{t['tile_id']}.png").read_bytes() for t in tiles}
+    return tiles, instances, pngs
+
+
+def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, local_ray) -> None:
+    data, out, clean = tmp_path / "data", tmp_path / "out", tmp_path / "clean"
+    synthetic_scenes(data, 40)
+    # a committed version with 40 scenes
+    generate(config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None},
+                    shard_tiles=2, write_color=False), say=lambda _: None)
+    committed = snapshot(out)
+    run_json = (out / "_run.json").read_bytes()
+
+    # new scenes and an edited one, then a run killed after a few shards
+    synthetic_scenes(data, 120)
+    label = data / "labelTxt" / "S00001.txt"
+    label.write_text(label.read_text().splitlines()[0] + "\n")
+    killed = kill_when_shards_appear(cli(data, out), out, shards=3)
+    assert killed, "the run finished before it could be killed; make it longer"
+
+    # readers still see the committed version, whole
+    assert (out / "_run.json").read_bytes() == run_json
+    assert snapshot(out)[:2] == committed[:2]
+    fs, root = storage.open_fs(str(out))
+    record = manifest.read_committed(fs, root)
+    assert all((out / "manifest" / "tiles" / f"{n}.parquet").is_file() for n in record.shards)
+
+    # the rerun reuses what the killed run finished and equals a clean run
+    resumed = subprocess.run(cli(data, out), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = manifest.read_committed(fs, root)
+    assert record.counts["tiles"] == 120
+    assert record.counts["processed"] < 120 - 40 + 1, "work finished before the kill was redone"
+    subprocess.run(cli(data, clean), cwd=REPO, capture_output=True, timeout=600, check=True)
+    got, want = snapshot(out), snapshot(clean)
+    assert got[0] == want[0]
+    assert got[1] == want[1]
+    assert got[2] == want[2]
+    tile_ids = [t["tile_id"] for t in got[0]]
+    assert len(tile_ids) == len(set(tile_ids)) == 120
+    # nothing left over: every file on disk belongs to the committed version
+    assert {p.stem for p in (out / "labels").glob("*.png")} == set(tile_ids)
+    assert {p.stem for p in (out / "manifest" / "tiles").glob("*.parquet")} == set(record.shards)
+    assert Image.open(out / "labels" / "S00001.png").size == (128, 128)
