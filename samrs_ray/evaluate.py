@@ -19,7 +19,6 @@ import functools
 import io
 import json
 import math
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -364,7 +363,8 @@ def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] 
     missing: set[str] = set()
     skipped = 0
     for shard in record.shards:
-        tiles = manifest.read_table(fs, manifest.shard_path(root, "tiles", shard), ["tile_id", "source_uri", "x0", "y0"])
+        tiles = manifest.read_table(fs, manifest.shard_path(root, "tiles", shard),
+                                    ["tile_id", "source_uri", "x0", "y0"])
         place = {t["tile_id"]: t for t in tiles.to_pylist()}
         rows = manifest.read_table(fs, manifest.shard_path(root, "instances", shard),
                                    ["tile_id", "class_name", "mask_rle"]).to_pylist()

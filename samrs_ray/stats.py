@@ -284,7 +284,8 @@ def read_png_rgb(uri: Optional[str], storage_options: Optional[dict]) -> np.ndar
 def summary_markdown(stats: dict[str, Any], figure_names: list[str]) -> str:
     lines = [f"# Dataset statistics: {stats['out']}", "",
              f"Run `{stats['run_id']}`, model `{stats['model']}`.", "",
-             "| subset | images | tiles | tiles with instances | tile size | classes (present) | instances | empty masks |",
+             "| subset | images | tiles | tiles with instances | tile size | classes (present) | instances "
+             "| empty masks |",
              "|---|---:|---:|---:|---|---:|---:|---:|"]
     for name, s in stats["subsets"].items():
         sizes = ", ".join(s["tile_sizes"])

@@ -1,0 +1,126 @@
+"""The job against a real S3 server (SeaweedFS on loopback): in-process with storage options,
+and as a Ray job (`ray start --head` + `ray job submit jobs/generate.py`) with only the
+standard AWS environment variables."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from PIL import Image
+
+from samrs_ray import manifest
+from samrs_ray.pipeline import generate
+from tests.datasets import config, dataset_rows
+from tests.seaweed import S3Server, free_ports
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+
+
+def upload_dota(s3: S3Server, realsamples: Path, prefix: str) -> tuple[str, str]:
+    images = s3.upload_dir(realsamples / "dota" / "images", f"{prefix}/images")
+    labels = s3.upload_dir(realsamples / "dota" / "labelTxt", f"{prefix}/labelTxt")
+    return images, labels
+
+
+def test_generate_reads_and_writes_s3(s3: S3Server, realsamples: Path, tmp_path: Path, local_ray) -> None:
+    prefix = f"job-{uuid.uuid4().hex[:8]}"
+    images, labels = upload_dota(s3, realsamples, prefix)
+    out = s3.uri(f"{prefix}/out")
+    record = generate(config(images, labels, out, storage_options=s3.storage_options), say=lambda _: None)
+    assert (record.counts["tiles"], record.counts["instances"], record.counts["errors"]) == (3, 213, 5)
+
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.invalidate_cache()
+    root = f"{s3.bucket}/{prefix}/out"
+    run_json = fs.cat_file(f"{root}/_run.json")
+    assert s3.secret_key.encode() not in run_json and s3.access_key.encode() not in run_json
+    label = np.array(Image.open(io.BytesIO(fs.cat_file(f"{root}/labels/P1888__1024__0___0.png"))))
+    assert label.shape == (1024, 1024)
+
+    # the same dataset as a local run of the same inputs
+    local = tmp_path / "local"
+    dota = realsamples / "dota"
+    generate(config(dota / "images", dota / "labelTxt", local), say=lambda _: None)
+    drop = ("created_at", "source_uri", "label_source_uri", "image_uri", "label_uri", "color_uri")
+    assert dataset_rows(out, "tiles", s3.storage_options, drop) == dataset_rows(str(local), "tiles", None, drop)
+    assert dataset_rows(out, "instances", s3.storage_options, drop) == dataset_rows(str(local), "instances", None, drop)
+    assert label.tobytes() == np.array(Image.open(local / "labels" / "P1888__1024__0___0.png")).tobytes()
+
+    again = generate(config(images, labels, out, storage_options=s3.storage_options), say=lambda _: None)
+    assert (again.counts["processed"], again.counts["skipped"]) == (0, 3)
+
+
+@pytest.fixture()
+def ray_head(s3: S3Server, tmp_path: Path):
+    """A Ray head on loopback whose processes have the AWS_* variables of the S3 server (as pods
+    get them from a Secret). Stopped by signalling its `ray start --block`."""
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client = free_ports(7)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    env.update(s3.env)
+    # Ray's token authentication, as on a real cluster: `ray start` writes a token to
+    # ~/.ray/auth_token and the job CLI presents it.
+    env["RAY_AUTH_MODE"] = "token"
+    # the entrypoint's `python` is this environment's, as it is the image's in a pod
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = [str(RAY), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+               "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+               "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+               "--runtime-env-agent-port", str(runtime_env), "--metrics-export-port", str(metrics),
+               "--ray-client-server-port", str(client), "--num-cpus", "2", "--disable-usage-stats",
+               "--temp-dir", tempfile.mkdtemp(prefix="ray", dir="/tmp")]  # unix sockets need a short path
+    log = open(tmp_path / "ray-head.log", "wb")
+    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready = subprocess.run([str(RAY), "job", "list", "--address", address], env=env, capture_output=True)
+        if ready.returncode == 0:
+            break
+        assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
+        time.sleep(1)
+    else:
+        raise AssertionError("the Ray head did not come up: " + (tmp_path / "ray-head.log").read_text()[-3000:])
+    yield address, env
+    head.send_signal(signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_ray_job_submit(ray_head, s3: S3Server, realsamples: Path) -> None:
+    address, env = ray_head
+    prefix = f"submit-{uuid.uuid4().hex[:8]}"
+    images, labels = upload_dota(s3, realsamples, prefix)
+    out = s3.uri(f"{prefix}/out")
+    submitted = subprocess.run(
+        [str(RAY), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml", "--",
+         "python", "jobs/generate.py", "--preset", "sota", "--images", images, "--labels", labels,
+         "--out", out, "--model", "box"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "committed" in submitted.stdout  # the job's one-screen summary reaches the submitter
+    assert s3.secret_key not in submitted.stdout + submitted.stderr
+
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.invalidate_cache()
+    record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_run.json"))
+    assert (record["counts"]["tiles"], record["counts"]["instances"]) == (3, 213)
+    tiles = manifest.read_dataset(out, "tiles", s3.storage_options)
+    assert tiles.num_rows == 3
+    assert all(fs.exists(uri) for uri in tiles.column("label_uri").to_pylist())
