@@ -191,7 +191,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     connect(args.address)
     stats = write_report(args.out, args.report, args.storage_options)
-    print(json.dumps(stats.get("summary", stats), indent=2)[:4000])
+    for name, subset in stats["subsets"].items():
+        print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "
+              f"{subset['classes_present']} of {subset['classes']} classes present")
+    report = args.report or f"{args.out.rstrip('/')}/report"
+    print(f"report: {report}/summary.md, stats.json and figures (*.png)")
     return 0
 
 
