@@ -38,15 +38,26 @@ def list_files(
     Local paths come back as absolute paths; remote ones as full URIs (`s3://bucket/key`),
     so each can be opened again with fsspec on any worker.
     """
+    return sorted(list_sizes(uri, suffixes, storage_options))
+
+
+def list_sizes(
+    uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None
+) -> dict[str, int]:
+    """Like list_files, with each file's size in bytes (from the same listing)."""
     if "://" not in uri:
         uri = os.path.abspath(uri)  # '../data' -> '/abs/data': names stay stable wherever the job runs
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if not fs.exists(root):
         raise InputError(uri, "no such file or folder")
     wanted = tuple(s.lower() for s in suffixes)
-    paths = [p for p in fs.find(root) if p.lower().endswith(wanted)]
+    found = fs.find(root, detail=True)
     local = isinstance(fs, LocalFileSystem)
-    return sorted(p if local else fs.unstrip_protocol(p) for p in paths)
+    return {
+        (path if local else fs.unstrip_protocol(path)): int(info.get("size") or 0)
+        for path, info in found.items()
+        if path.lower().endswith(wanted)
+    }
 
 
 def stem(uri: str) -> str:

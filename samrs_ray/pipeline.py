@@ -26,11 +26,11 @@ import ray
 from samrs_ray import incremental, manifest, storage
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import ConfigError, JobConfig
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_files, pair_by_stem
+from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 from samrs_ray.masks.checkpoint import fetch_checkpoint, load_sam, read_state_dict, sha256_file
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
-from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, empty_row, error_row, plan_scene, record_annotation, settings_digest
+from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, empty_row, error_row, group_scenes, plan_scene, record_annotation, settings_digest
 from samrs_ray.prompts import build_prompts
 
 log = logging.getLogger("samrs_ray")
@@ -74,11 +74,12 @@ class MaskActor:
         self.backend = SamBackend(model, config.model_type, checksum, settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = to_rows(batch)
-        todo = [r for r in rows if r["status"] == TODO]
+        todo = indices(batch, TODO)
         if todo:
-            self.infer(todo)
-        return to_batch(rows)
+            rows = [row_at(batch, i) for i in todo]
+            self.infer(rows)
+            put_rows(batch, todo, rows)
+        return batch
 
     def infer(self, rows: list[dict[str, Any]]) -> None:
         """Fill masks/scores/prompt_boxes of each row, or mark it failed with the reason."""
@@ -109,23 +110,33 @@ class MaskActor:
 # --- stages ------------------------------------------------------------------------------
 
 
-def to_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    keys = list(batch)
-    count = len(batch[keys[0]]) if keys else 0
-    return [{k: unbox(batch[k][i]) for k in keys} for i in range(count)]
+def indices(batch: dict[str, np.ndarray], status: str) -> list[int]:
+    """Positions of the rows with `status`; the other rows pass through a stage untouched."""
+    return np.flatnonzero(batch["status"] == status).tolist()
+
+
+def row_at(batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    return {k: unbox(v[i]) for k, v in batch.items()}
 
 
 def unbox(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    batch = {}
-    for key in empty_row():
-        values = [r[key] for r in rows]
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
-        batch[key] = array
+def put_rows(batch: dict[str, np.ndarray], positions: list[int], rows: list[dict[str, Any]]) -> None:
+    """Write rows back into the batch's columns (as object columns, so any value fits)."""
+    for key in batch:
+        column = batch[key] if batch[key].dtype == object else batch[key].astype(object)
+        for i, row in zip(positions, rows):
+            column[i] = row[key]
+        batch[key] = column
+
+
+def cleared(batch: dict[str, np.ndarray], keys: tuple[str, ...], value: Any) -> dict[str, np.ndarray]:
+    for key in keys:
+        column = np.empty(len(batch[key]), dtype=object)
+        column[:] = [value] * len(column)
+        batch[key] = column
     return batch
 
 
@@ -146,37 +157,35 @@ class WriteSettings:
 
 def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
     """'todo' rows with masks -> PNGs written, instance rows (JSON) filled; heavy columns dropped."""
-    fs, out = storage.open_fs(settings.out, settings.storage_options)
-    rows = to_rows(batch)
-    for row in rows:
-        if row["status"] == TODO:
+    todo = indices(batch, TODO)
+    if todo:
+        fs, out = storage.open_fs(settings.out, settings.storage_options)
+        rows = [row_at(batch, i) for i in todo]
+        for row in rows:
             try:
                 instances, _ = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
                 row.update(status=PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             except Exception as error:
                 fail(row, "write", f"cannot write tile outputs: {type(error).__name__}: {error}")
-        for key in HEAVY_COLUMNS:
-            row[key] = b""
-    return to_batch(rows)
+        put_rows(batch, todo, rows)
+    return cleared(batch, HEAVY_COLUMNS, b"")
 
 
 def shard_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
     """Processed rows -> one Parquet shard pair; returns the rows (now with their shard name)."""
-    fs, out = storage.open_fs(settings.out, settings.storage_options)
-    rows = to_rows(batch)
-    done = [r for r in rows if r["status"] == PROCESSED]
+    done = indices(batch, PROCESSED)
     if done:
-        tiles = pa.Table.from_pylist([tile_record(r, fs, out, settings) for r in done], schema=manifest.TILES)
+        fs, out = storage.open_fs(settings.out, settings.storage_options)
+        rows = [row_at(batch, i) for i in done]
+        tiles = pa.Table.from_pylist([tile_record(r, fs, out, settings) for r in rows], schema=manifest.TILES)
         instances = pa.Table.from_pylist(
-            [i for r in done for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
+            [i for r in rows for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
         name = manifest.write_shard(fs, out, tiles, instances)
-        for row in done:
+        for row in rows:
             row["shard"] = name
-    for row in rows:
-        row["instances"] = "[]"
-        row["objects"] = "[]" if row["kind"] != TILE else row["objects"]
-    return to_batch(rows)
+        put_rows(batch, done, rows)
+    return cleared(batch, ("instances",), "[]")
 
 
 def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
@@ -230,12 +239,12 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     config = resolve_engine(config, gpus)
     settings = config.output_settings(checksum)
 
-    images = list_input(config.images, IMAGE_SUFFIXES, config)
+    image_sizes = list_input(config.images, IMAGE_SUFFIXES, config)
     labels = list_input(config.labels, LABEL_SUFFIXES[config.preset.label_format], config)
-    pairs, pair_issues = pair_by_stem(images, labels)
+    pairs, pair_issues = pair_by_stem(sorted(image_sizes), sorted(labels))
     if not pairs:
         raise ConfigError(f"nothing to process: no image in {config.images} has a label file in {config.labels} "
-                          f"({len(images)} images, {len(labels)} label files)")
+                          f"({len(image_sizes)} images, {len(labels)} label files)")
     committed = manifest.read_committed(fs, out)
     index = incremental.read_index(fs, out)
     known = index.known_by_source(incremental.label_pngs(fs, out))
@@ -247,11 +256,18 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
         out=config.out, storage_options=config.storage_options, prompt_type=config.preset.prompt,
         paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
         model_id=config.model_id, subset=config.preset.name)
-    items = [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri,
-              "known": sorted(known.get(p.image_uri, ()))} for p in pairs]
+    parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     t0 = time.perf_counter()
-    rows = run_graph(items, plan_settings, write_settings, config, gpus)
+    # Scenes with tiles already done are checked first, cheaply (read, hash, plan; no pixels,
+    # no model); only those that changed go through the full graph with the new scenes. So a
+    # night without changes never loads SAM or asks for a GPU.
+    seen = [p for p in pairs if p.image_uri in known]
+    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known), plan_settings)
+    todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
+    if todo:
+        items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
+        rows += run_graph(items, plan_settings, write_settings, config, gpus)
     elapsed = time.perf_counter() - t0
 
     record = finish(fs, out, config, run_id, started, checksum, committed, index,
@@ -260,34 +276,55 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     return record
 
 
-def list_input(uri: str, suffixes: tuple[str, ...], config: JobConfig) -> list[str]:
+def list_input(uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:
+    """{file URI: size} under `uri`; a location that cannot be listed is a configuration error."""
     try:
-        return list_files(uri, suffixes, config.storage_options)
+        return list_sizes(uri, suffixes, config.storage_options)
     except Exception as error:
         raise ConfigError(f"cannot list {uri}: {error}") from error
+
+
+def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
+    """One Ray Data item per group of scenes, each scene with the fingerprints already done."""
+    return [{"scenes": [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri,
+                         "known": sorted(known.get(p.image_uri, ()))} for p in group]} for group in groups]
+
+
+def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list[dict[str, Any]]:
+    rows = []
+    for scene in group["scenes"]:
+        pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
+        rows += plan_scene(pair, settings, frozenset(scene["known"]), cut)
+    return rows
+
+
+def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[list[dict[str, Any]], set[str]]:
+    """Plan scenes without pixels. Returns the rows of the scenes with nothing to do, and the
+    names of the scenes with tiles to (re)compute."""
+    if not items:
+        return [], set()
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.flat_map(plan_group, fn_args=(settings, False)).drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
+    rows = [dict(r) for r in ds.iter_rows()]
+    changed = {r["scene"] for r in rows if r["status"] == TODO}
+    return [r for r in rows if r["scene"] not in changed], changed
 
 
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
               config: JobConfig, gpus: float) -> list[dict[str, Any]]:
     """The streaming graph; returns the light summary row of every scene, tile and error."""
-    from samrs_ray.inputs import ScenePair
-
-    def plan(item: dict[str, Any]) -> list[dict[str, Any]]:
-        pair = ScenePair(item["name"], item["image_uri"], item["label_uri"])
-        return plan_scene(pair, plan_settings, frozenset(item["known"]))
-
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
     # batch overwrites its own files instead of duplicating rows.
     on_gpu = config.model == "sam" and gpus > 0 and config.device in (None, "cuda")
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.flat_map(plan)
+    ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
     ds = ds.map_batches(
-        MaskActor, fn_constructor_args=(config,), batch_size=config.image_batch, batch_format="numpy",
+        MaskActor, fn_constructor_args=(config,), batch_size=4 * config.image_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
-    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=4, batch_format="numpy")
+    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=16, batch_format="numpy")
     ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy")
-    ds = ds.drop_columns(list(HEAVY_COLUMNS) + ["instances"])
+    ds = ds.drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
     return [dict(r) for r in ds.iter_rows()]
 
 

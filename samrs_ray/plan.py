@@ -94,21 +94,26 @@ class PlanSettings:
     storage_options: dict
 
 
-def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str]) -> list[dict[str, Any]]:
+def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], cut: bool = True) -> list[dict[str, Any]]:
     """All rows of one scene: a 'scene' row, one 'tile' row per window with objects, and an
     'error' row per unusable object. An unreadable scene gives its 'error' row(s) only.
 
     `known`: fingerprints already in the dataset for this scene; their tiles are 'skipped'.
+    cut=False plans without decoding pixels ('todo' rows then carry none): to check for changes.
     """
     try:
-        return plan_readable_scene(pair, settings, known)
+        rows = plan_readable_scene(pair, settings, known, cut)
     except InputError as error:
-        return [error_row(InputIssue.from_error(error))]
+        rows = [error_row(InputIssue.from_error(error))]
     except OSError as error:  # storage trouble: a file vanished, permission denied, network
-        return [error_row(InputIssue(pair.image_uri, f"cannot read scene: {type(error).__name__}: {error}"))]
+        rows = [error_row(InputIssue(pair.image_uri, f"cannot read scene: {type(error).__name__}: {error}"))]
+    for row in rows:
+        row["scene"] = pair.name
+    return rows
 
 
-def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str]) -> list[dict[str, Any]]:
+def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], cut_pixels: bool
+                        ) -> list[dict[str, Any]]:
     preset = settings.preset
     label_bytes = read_source(pair.label_uri, settings.storage_options)
     image_bytes = read_source(pair.image_uri, settings.storage_options)
@@ -147,6 +152,8 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
         )
         if row["fingerprint"] in known:
             row["status"] = SKIPPED
+        elif not cut_pixels:
+            row["status"] = TODO
         else:
             if scene is None:
                 scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels)
@@ -166,6 +173,32 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
                    label_source_uri=pair.label_uri, n_objects=len(parsed.annotations) + len(parsed.issues),
                    n_windows=len(windows), n_empty=empty, n_in_tiles=len(in_tiles))
     return [summary, *rows, *(error_row(issue) for issue in issues)]
+
+
+# Encoded image bytes one planning task reads: large enough that Ray's per-task cost is small
+# against the reading and hashing, small enough that planning streams into inference.
+PLAN_GROUP_BYTES = 64 << 20
+
+
+def group_scenes(pairs: list[ScenePair], sizes: dict[str, int], parallelism: int,
+                 group_bytes: int = PLAN_GROUP_BYTES) -> list[list[ScenePair]]:
+    """Consecutive scenes in groups of about `group_bytes` of image files (a big scene alone),
+    and at least `parallelism` groups when there are that many scenes."""
+    total = sum(sizes.get(p.image_uri, 0) for p in pairs)
+    limit = max(1, min(group_bytes, total // max(1, parallelism)))
+    groups: list[list[ScenePair]] = []
+    current: list[ScenePair] = []
+    filled = 0
+    for pair in pairs:
+        size = sizes.get(pair.image_uri, 0)
+        if current and filled + size > limit:
+            groups.append(current)
+            current, filled = [], 0
+        current.append(pair)
+        filled += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def read_source(uri: str, storage_options: dict) -> bytes:
