@@ -101,3 +101,39 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, local_ray) -> 
     assert {p.stem for p in (out / "labels").glob("*.png")} == set(tile_ids)
     assert {p.stem for p in (out / "manifest" / "tiles").glob("*.parquet")} == set(record.shards)
     assert Image.open(out / "labels" / "S00001.png").size == (128, 128)
+
+
+def test_a_killed_mask_worker_is_replaced_without_duplicates(tmp_path: Path, local_ray) -> None:
+    """SIGKILL the mask actor's process mid-run: Ray restarts it and retries its batch; the
+    dataset equals a clean run's, with every tile once."""
+    import threading
+
+    import psutil
+
+    data, out, clean = tmp_path / "data", tmp_path / "out", tmp_path / "clean"
+    synthetic_scenes(data, 150)
+    make = lambda target: config(data / "images", data / "labelTxt", target,  # noqa: E731
+                                 preset_changes={"tile_size": None}, shard_tiles=2, write_color=False)
+    killed: list[int] = []
+
+    def kill_actor_once_work_is_flowing() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if shard_count(out) >= 2:
+                for process in psutil.process_iter(["pid", "cmdline"]):
+                    if "MaskActor" in " ".join(process.info["cmdline"] or []):
+                        process.kill()
+                        killed.append(process.info["pid"])
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_actor_once_work_is_flowing)
+    killer.start()
+    record = generate(make(out), say=lambda _: None)
+    killer.join()
+    assert killed, "no mask actor process was found to kill"
+    assert record.counts["tiles"] == 150 and record.counts["failed"] == 0
+    generate(make(clean), say=lambda _: None)
+    got, want = snapshot(out), snapshot(clean)
+    assert got == want
+    assert len({t["tile_id"] for t in got[0]}) == len(got[0]) == 150
