@@ -1,4 +1,4 @@
-"""`samrs-ray`: generate | runs | stats | evaluate.
+"""`samrs-ray`: generate | runs | stats | evaluate | export-coco.
 
 Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
 1 nothing could be processed; 2 the configuration is wrong (the message says what to change).
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--report", help="report folder (default: <out>/report)")
     stats.add_argument("--address", help="Ray address (default: start a local Ray)")
     add_storage(stats)
+
+    coco = commands.add_parser("export-coco", help="write the dataset's instances as COCO json")
+    coco.add_argument("--out", required=True)
+    coco.add_argument("--dest", help="where to write (default: <out>/coco.json)")
+    add_storage(coco)
 
     evaluate = commands.add_parser("evaluate", help="mask IoU against ground-truth instance masks")
     evaluate.add_argument("--out", required=True)
@@ -206,7 +211,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "runs": cmd_runs, "stats": cmd_stats, "evaluate": cmd_evaluate}
+def cmd_export_coco(args: argparse.Namespace) -> int:
+    from samrs_ray.coco import write_coco
+
+    path, images, annotations = write_coco(args.out, args.dest, args.storage_options)
+    print(f"{path}: {images} images, {annotations} annotations")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "runs": cmd_runs, "stats": cmd_stats, "evaluate": cmd_evaluate,
+            "export-coco": cmd_export_coco}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

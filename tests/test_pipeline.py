@@ -235,3 +235,22 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     printed = capsys.readouterr().out
     assert all(r.run_id in printed for r in history)
     assert format_runs(history).count("\n") == 5
+
+
+def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+
+    out, record, dota = box_run
+    dest = tmp_path / "coco.json"
+    assert main(["export-coco", "--out", str(out), "--dest", str(dest)]) == 0
+    coco = COCO(str(dest))
+    assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 213
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(SOTA.classes)
+    instances = {(r["tile_id"], r["instance_id"]): r for r in manifest.read_dataset(str(out), "instances").to_pylist()}
+    by_tile = {img["id"]: img["tile_id"] for img in coco.loadImgs(coco.getImgIds())}
+    for ann in coco.loadAnns(coco.getAnnIds())[:40]:
+        mask = coco.annToMask(ann).astype(bool)
+        matches = [r for (t, _), r in instances.items() if t == by_tile[ann["image_id"]]
+                   and r["mask_rle"]["counts"] == ann["segmentation"]["counts"]]
+        assert matches and mask.sum() == ann["area"] == matches[0]["area"]
+        assert ann["category_id"] == matches[0]["class_id"]
