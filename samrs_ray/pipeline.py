@@ -233,6 +233,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     run_id = run_id_now()
     fs, out = storage.open_fs(config.out, config.storage_options)
     say(f"samrs-ray run {run_id}: {config.preset.name} from {config.images} -> {config.out}")
+    check_writable(fs, out, config.out)
     checksum = model_checksum(config)
     connect(config.address)
     gpus = ray.cluster_resources().get("GPU", 0) if config.model == "sam" else 0
@@ -274,6 +275,16 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
                     rows, [error_row(i) for i in pair_issues], len(pairs))
     say(summary_text(record, elapsed))
     return record
+
+
+def check_writable(fs, out: str, uri: str) -> None:
+    """Fail before any work when the output location cannot be written."""
+    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        storage.write_atomic(fs, probe, b"")
+        fs.rm_file(probe)
+    except Exception as error:
+        raise ConfigError(f"cannot write to --out {uri}: {type(error).__name__}: {error}") from error
 
 
 def list_input(uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:

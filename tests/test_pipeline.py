@@ -254,3 +254,31 @@ def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
                    and r["mask_rle"]["counts"] == ann["segmentation"]["counts"]]
         assert matches and mask.sum() == ann["area"] == matches[0]["area"]
         assert ann["category_id"] == matches[0]["class_id"]
+
+
+def test_configuration_errors_stop_before_any_work(realsamples: Path, tmp_path: Path, capsys) -> None:
+    dota = realsamples / "dota"
+    base = ["generate", "--preset", "sota", "--images", str(dota / "images"), "--labels", str(dota / "labelTxt")]
+    bad_checkpoint = tmp_path / "sam_vit_b.pth"
+    bad_checkpoint.write_bytes(b"not a checkpoint" * 100)
+    cases = {
+        "checkpoint": (["--out", str(tmp_path / "a"), "--model-type", "vit_b", "--checkpoint", str(bad_checkpoint)],
+                       str(bad_checkpoint)),
+        "images": (["--out", str(tmp_path / "b"), "--model", "box", "--images", str(tmp_path / "nowhere")],
+                   "nowhere"),
+        "gap": (["--out", str(tmp_path / "c"), "--model", "box", "--gap", "2000"], "--gap"),
+    }
+    for what, (extra, named) in cases.items():
+        assert main([*base, *extra]) == 2, what
+        message = capsys.readouterr().err
+        assert named in message, (what, message)
+        assert not list(tmp_path.glob("*/_run.json")), what
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if not os.access(readonly, os.W_OK):  # root may write anywhere
+            assert main([*base, "--out", str(readonly / "out"), "--model", "box"]) == 2
+            assert "cannot write to --out" in capsys.readouterr().err
+    finally:
+        readonly.chmod(0o700)
