@@ -55,3 +55,16 @@ def local_ray() -> Iterator[None]:
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sota_box_run(realsamples: Path, tmp_path_factory: pytest.TempPathFactory, local_ray):
+    """The job once on the real DOTA samples (box backend), shared by the tests that read its
+    outputs: (out folder, committed RunRecord). Tests must not modify it."""
+    from samrs_ray.pipeline import generate
+    from tests.datasets import config
+
+    out = tmp_path_factory.mktemp("sota-box") / "sota"
+    dota = realsamples / "dota"
+    record = generate(config(dota / "images", dota / "labelTxt", out), say=lambda _: None)
+    return out, record

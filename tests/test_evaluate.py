@@ -30,11 +30,8 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def box_run(realsamples: Path, tmp_path_factory, local_ray) -> Path:
-    out = tmp_path_factory.mktemp("evaluate") / "sota"
-    dota = realsamples / "dota"
-    generate(config(dota / "images", dota / "labelTxt", out), say=quiet)
-    return out
+def box_run(sota_box_run) -> Path:
+    return sota_box_run[0]
 
 
 def isaid_ids(realsamples: Path) -> np.ndarray:

@@ -33,11 +33,9 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def box_run(realsamples: Path, tmp_path_factory, local_ray):
-    out = tmp_path_factory.mktemp("box") / "sota"
-    dota = realsamples / "dota"
-    record = generate(config(dota / "images", dota / "labelTxt", out), say=quiet)
-    return out, record, dota
+def box_run(sota_box_run, realsamples: Path):
+    out, record = sota_box_run
+    return out, record, realsamples / "dota"
 
 
 def expected_tiles(dota: Path) -> dict[str, list[str]]:

@@ -9,6 +9,11 @@ and threshold), only batched:
       -> image_encoder -> (B, 256, 64, 64)
     per tile, per chunk of n prompts -> prompt_encoder -> mask_decoder -> (n, 1, 256, 256) logits
       -> postprocess_masks -> (n, 1, H, W) -> logits > mask_threshold -> (n, H, W) bool
+
+The fast path (EngineSettings) adds, each measured in bench/RESULTS.md: bf16 autocast, SDPA
+attention in the image encoder (fast_attention.py), torch.compile of the image encoder and
+mask decoder, page-locked host buffers with one device sync per tile (CUDA), and keeping freed
+host memory in the process (host_memory.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samrs_ray.classes import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch, TileMasks
+from samrs_ray.masks.fast_attention import use_sdpa
+from samrs_ray.masks.host_memory import keep_freed_memory
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -35,8 +42,9 @@ T = TypeVar("T")
 class EngineSettings:
     """How the engine runs.
 
-    With float32, prompt_chunk=1 gives bit-for-bit SamPredictor.predict(box=...) masks; larger
-    chunks change the decoder's float reduction order and may flip a pixel or two per mask.
+    With float32, prompt_chunk=1 and sdpa/compile off, the masks are bit-for-bit those of
+    SamPredictor.predict(box=...). Larger chunks, sdpa and compile change the float reduction
+    order (logits move by ~1e-7 relative) and may flip a boundary pixel or two per mask.
     On a CPU, prompt_chunk 1-4 is fastest (each prompt carries a 4 MB image-token tensor
     through the decoder, and larger chunks fall out of cache); 64 suits a GPU.
     """
@@ -46,6 +54,11 @@ class EngineSettings:
     image_batch: int = 4  # tiles per image-encoder call
     prompt_chunk: int = 64  # prompts per prompt-encoder/mask-decoder call
     multimask: bool = False  # True: SAM's 3 masks per prompt, keep the one with the best predicted IoU
+    sdpa: bool = False  # image-encoder attention through F.scaled_dot_product_attention (patches the model)
+    compile: bool = False  # torch.compile the image encoder and the mask decoder (minutes of compiling on a CPU)
+    pin_memory: bool = True  # CUDA: page-locked host buffers, asynchronous copies, one sync per tile
+    reuse_host_memory: bool = True  # glibc: keep freed host memory in the process (see host_memory.py)
+    threads: Optional[int] = None  # torch CPU threads for this process; None: leave as it is
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -54,6 +67,8 @@ class EngineSettings:
             raise ValueError(
                 f"image_batch and prompt_chunk must be >= 1 (got {self.image_batch}, {self.prompt_chunk})"
             )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, not {self.threads}")
 
 
 @dataclass
@@ -85,7 +100,11 @@ def supports_bfloat16(device: torch.device) -> bool:
 
 
 class SamBackend:
-    """MaskBackend running a segment_anything `Sam` model on batches of tiles."""
+    """MaskBackend running a segment_anything `Sam` model on batches of tiles.
+
+    The backend owns `model`: it moves it to the device and, with settings.sdpa, swaps the
+    attention of its image encoder (see fast_attention.use_sdpa).
+    """
 
     name = "sam"
 
@@ -103,6 +122,21 @@ class SamBackend:
         # The batch sizes that fit: halved (and kept halved) when the device runs out of memory.
         self.image_batch = settings.image_batch
         self.prompt_chunk = settings.prompt_chunk
+        if settings.reuse_host_memory:
+            keep_freed_memory()
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        if settings.sdpa:
+            use_sdpa(self.model.image_encoder)
+        self.image_encoder = self.model.image_encoder
+        self.mask_decoder = self.model.mask_decoder
+        if settings.compile:
+            # Compiled wrappers share the model's weights. Static shapes first; a second batch or
+            # chunk size recompiles once with a dynamic batch dimension (torch's automatic dynamic).
+            self.image_encoder = torch.compile(self.image_encoder)
+            self.mask_decoder = torch.compile(self.mask_decoder)
+        # Page-locked host memory makes host<->GPU copies asynchronous; it means nothing on a CPU.
+        self.pinned = settings.pin_memory and self.device.type == "cuda"
 
     def predict(self, images: Sequence[np.ndarray], prompts: Sequence[PromptBatch]) -> list[TileMasks]:
         """images[i]: (H, W, 3) uint8 RGB; prompts[i]: its prompts. One TileMasks per tile, in order."""
@@ -133,24 +167,43 @@ class SamBackend:
     def prepare(self, image: np.ndarray) -> PreparedTile:
         """Resize and normalise one tile exactly as SamPredictor.set_image does."""
         resized = self.transform.apply_image(image)  # (h, w, 3) uint8, long side = img_size
-        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        pixels = self.to_device(torch.from_numpy(resized)).permute(2, 0, 1).contiguous()[None]
         return PreparedTile(
             pixels=self.model.preprocess(pixels),
             input_size=(resized.shape[0], resized.shape[1]),
             original_size=(image.shape[0], image.shape[1]),
         )
 
+    def to_device(self, host: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the engine's device; from page-locked memory, asynchronously, on CUDA."""
+        if self.pinned:
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+    def to_host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A device tensor's copy on the host: into page-locked memory without waiting, on CUDA
+        (read it only after self.wait()); the tensor itself on a CPU."""
+        if not self.pinned:
+            return tensor.cpu()
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        return host.copy_(tensor, non_blocking=True)
+
+    def wait(self) -> None:
+        """Wait for this engine's queued device work (and copies) to finish."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
     def encode(self, tiles: list[PreparedTile]) -> list[torch.Tensor]:
         """One image-encoder call for all tiles: a (1, 256, 64, 64) embedding per tile."""
-        embeddings = self.model.image_encoder(torch.cat([tile.pixels for tile in tiles]))
+        embeddings = self.image_encoder(torch.cat([tile.pixels for tile in tiles]))
         return list(embeddings.split(1))
 
     def decode_tile(
         self, tile: PreparedTile, embedding: torch.Tensor, batch: PromptBatch, image_pe: torch.Tensor
     ) -> TileMasks:
         height, width = tile.original_size
-        masks: list[np.ndarray] = []
-        scores: list[np.ndarray] = []
+        masks: list[torch.Tensor] = []
+        scores: list[torch.Tensor] = []
         start = 0
         while start < len(batch):
             stop = start + self.prompt_chunk
@@ -164,7 +217,9 @@ class SamBackend:
             start = stop
         if not masks:
             return TileMasks(masks=np.zeros((0, height, width), bool), scores=np.zeros(0, np.float32))
-        return TileMasks(masks=np.concatenate(masks), scores=np.concatenate(scores))
+        self.wait()  # once per tile: the device runs ahead of Python while the chunks are queued
+        return TileMasks(masks=np.concatenate([m.numpy() for m in masks]),
+                         scores=np.concatenate([s.numpy() for s in scores]))
 
     def decode_chunk(
         self,
@@ -174,11 +229,30 @@ class SamBackend:
         image_pe: torch.Tensor,
         start: int,
         stop: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Prompts [start, stop) of one tile -> masks (n, H, W) bool, predicted IoU (n,) float32."""
-        points, boxes, mask_inputs = self.prompt_tensors(batch, tile.original_size, slice(start, stop))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts [start, stop) of one tile -> host tensors: masks (n, H, W) bool, predicted IoU (n,)
+        float32 (on CUDA still being copied: read them after self.wait())."""
+        logits, iou = self.low_res_logits(batch, tile.original_size, embedding, image_pe, slice(start, stop))
+        # Upsample only the kept mask, in float32, and threshold on the device: a bool copy is 4x smaller.
+        masks = self.model.postprocess_masks(logits.float(), tile.input_size, tile.original_size)
+        masks = masks[:, 0] > self.model.mask_threshold
+        return self.to_host(masks), self.to_host(iou.float())
+
+    def low_res_logits(
+        self,
+        batch: PromptBatch,
+        original_size: tuple[int, int],
+        embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        rows: slice,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts `rows` of one tile -> the kept mask's logits (n, 1, 256, 256) and predicted IoU (n,).
+
+        embedding: the tile's (1, 256, 64, 64) image embedding; image_pe: get_dense_pe().
+        """
+        points, boxes, mask_inputs = self.prompt_tensors(batch, original_size, rows)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
-        logits, iou = self.model.mask_decoder(
+        logits, iou = self.mask_decoder(
             image_embeddings=embedding,
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
@@ -186,12 +260,8 @@ class SamBackend:
             multimask_output=self.settings.multimask,
         )  # logits (n, C, 256, 256), iou (n, C); C = 3 with multimask else 1
         best = iou.argmax(dim=1)
-        rows = torch.arange(iou.shape[0], device=iou.device)
-        logits, iou = logits[rows, best][:, None], iou[rows, best]
-        # Upsample only the kept mask, in float32, and threshold on the device: a bool copy is 4x smaller.
-        masks = self.model.postprocess_masks(logits.float(), tile.input_size, tile.original_size)
-        masks = masks[:, 0] > self.model.mask_threshold
-        return masks.cpu().numpy(), iou.float().cpu().numpy()
+        picked = torch.arange(iou.shape[0], device=iou.device)
+        return logits[picked, best][:, None], iou[picked, best]
 
     def prompt_tensors(
         self, batch: PromptBatch, original_size: tuple[int, int], rows: slice
