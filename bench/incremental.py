@@ -20,7 +20,7 @@ import ray
 from samrs_ray import incremental, storage
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_files, pair_by_stem
+from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_files
 from samrs_ray.pipeline import generate
 from tests.datasets import synthetic_scenes
 

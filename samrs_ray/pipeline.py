@@ -27,10 +27,10 @@ from samrs_ray import incremental, manifest, storage
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
-from samrs_ray.masks.checkpoint import fetch_checkpoint, load_sam, read_state_dict, sha256_file
+from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
-from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, empty_row, error_row, group_scenes, plan_scene, record_annotation, settings_digest
+from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene, record_annotation, settings_digest
 from samrs_ray.prompts import build_prompts
 
 log = logging.getLogger("samrs_ray")

@@ -19,14 +19,8 @@ from samrs_ray.evaluate import (
 from samrs_ray.formats import parse_dota
 from samrs_ray.masks.box import fill_polygon
 from samrs_ray.masks.rle import decode_rle, encode_rle, run_lengths
-from samrs_ray.pipeline import generate
-from tests.datasets import config
 
 pytestmark = pytest.mark.slow
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")

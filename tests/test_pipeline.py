@@ -3,10 +3,8 @@ tiny SAM, a mix of broken inputs, and incremental reruns."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from typing import Optional
+from typing import Callable, Optional
 
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
-from samrs_ray.annotation import InputError, Quad
+from samrs_ray.annotation import Annotation, InputError, InputIssue, ParsedLabels, Quad
 
 
 def decode_text(data: str | bytes, source: str) -> str:
@@ -74,3 +74,16 @@ def quad_problem(polygon: Quad) -> Optional[str]:
     if not shape.is_valid:
         return f"degenerate polygon: self-intersecting ({explain_validity(shape)})"
     return None
+
+
+def parse_objects(
+    elements: list[ET.Element], parse: Callable[[ET.Element, str, int], Annotation], source: str, meta: dict[str, str]
+) -> ParsedLabels:
+    """Parse each XML object element (1-based index as its 'line'); a bad one becomes an issue."""
+    labels = ParsedLabels(source=source, annotations=[], issues=[], meta=meta)
+    for index, element in enumerate(elements, start=1):
+        try:
+            labels.annotations.append(parse(element, source, index))
+        except InputError as err:
+            labels.issues.append(InputIssue.from_error(err))
+    return labels

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from samrs_ray.annotation import Annotation, InputError, InputIssue, ParsedLabels, enclosing_box
-from samrs_ray.formats.checks import coordinate, flag, parse_xml, quad_problem
+from samrs_ray.annotation import Annotation, InputError, ParsedLabels, enclosing_box
+from samrs_ray.formats.checks import coordinate, flag, parse_objects, parse_xml, quad_problem
 
 # DIOR-R corner order; the polygon keeps it: left-top, right-top, right-bottom, left-bottom
 CORNERS = ("left_top", "right_top", "right_bottom", "left_bottom")
@@ -22,13 +22,7 @@ def parse_dior(text: str | bytes, source: str) -> ParsedLabels:
     root = parse_xml(text, source)
     if root.tag != "annotation":
         raise InputError(source, f"not a VOC annotation: the root element is <{root.tag}>")
-    labels = ParsedLabels(source=source, annotations=[], issues=[], meta=voc_meta(root))
-    for index, element in enumerate(root.findall("object"), start=1):
-        try:
-            labels.annotations.append(parse_object(element, source, index))
-        except InputError as err:
-            labels.issues.append(InputIssue.from_error(err))
-    return labels
+    return parse_objects(root.findall("object"), parse_object, source, voc_meta(root))
 
 
 def voc_meta(root: ET.Element) -> dict[str, str]:

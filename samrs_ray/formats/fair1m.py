@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from samrs_ray.annotation import Annotation, InputError, InputIssue, ParsedLabels, enclosing_box
-from samrs_ray.formats.checks import coordinate, parse_xml, quad_problem
+from samrs_ray.annotation import Annotation, InputError, ParsedLabels, enclosing_box
+from samrs_ray.formats.checks import coordinate, parse_objects, parse_xml, quad_problem
 
 
 def parse_fair1m(text: str | bytes, source: str) -> ParsedLabels:
@@ -22,13 +22,7 @@ def parse_fair1m(text: str | bytes, source: str) -> ParsedLabels:
               "width": root.findtext("size/width"),
               "height": root.findtext("size/height")}
     meta = {key: value.strip() for key, value in fields.items() if value and value.strip()}
-    labels = ParsedLabels(source=source, annotations=[], issues=[], meta=meta)
-    for index, element in enumerate(root.findall("objects/object"), start=1):
-        try:
-            labels.annotations.append(parse_object(element, source, index))
-        except InputError as err:
-            labels.issues.append(InputIssue.from_error(err))
-    return labels
+    return parse_objects(root.findall("objects/object"), parse_object, source, meta)
 
 
 def parse_object(element: ET.Element, source: str, index: int) -> Annotation:
