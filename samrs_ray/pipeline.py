@@ -33,8 +33,6 @@ from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
 from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene, record_annotation, settings_digest
 from samrs_ray.prompts import build_prompts
 
-log = logging.getLogger("samrs_ray")
-
 PROCESSED, FAILED = "processed", "failed"
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
 
@@ -57,14 +55,14 @@ class MaskActor:
     """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one)."""
 
     def __init__(self, config: JobConfig):
-        import torch
-
         self.config = config
         if config.model == "box":
             from samrs_ray.masks.box import BoxBackend
 
             self.backend = BoxBackend()
             return
+        import torch
+
         from samrs_ray.masks.sam import EngineSettings, SamBackend
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,12 +81,19 @@ class MaskActor:
 
     def infer(self, rows: list[dict[str, Any]]) -> None:
         """Fill masks/scores/prompt_boxes of each row, or mark it failed with the reason."""
-        images, prompts = [], []
+        images, prompts, ready = [], [], []
         for row in rows:
-            objects = json.loads(row["objects"])
-            anns = [record_annotation(o, row["label_source_uri"]) for o in objects]
+            try:
+                anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
+                prompts.append(build_prompts(anns, self.config.preset.prompt, (row["height"], row["width"])))
+            except Exception as error:  # a prompt SAM cannot take: this tile fails, the batch goes on
+                fail(row, "infer", f"cannot build prompts: {type(error).__name__}: {error}")
+                continue
             images.append(tile_pixels(row["pixels"], row["height"], row["width"]))
-            prompts.append(build_prompts(anns, self.config.preset.prompt, (row["height"], row["width"])))
+            ready.append(row)
+        rows = ready
+        if not rows:
+            return
         try:
             results = self.backend.predict(images, prompts)
         except Exception:  # one bad tile must not fail its batch: retry one by one
