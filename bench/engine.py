@@ -1,102 +1,146 @@
-"""Benchmark: the SAM engine (SamBackend.predict) against the naive loop SAMRS used.
+"""Benchmark: SAMRS's naive loop, this project's engine, and the whole Ray job, on the same
+tiles and the same weights, in one run.
 
-Same model, same weights, same tiles, one run:
-  (a) naive: per tile SamPredictor.set_image, then predict_torch on batches of 20 boxes (fp32)
-  (b) engine: SamBackend.predict on all tiles (image_batch tiles per encoder call,
-      prompt_chunk boxes per decoder call, --dtype)
-It prints tiles/s and boxes/s for each, the ratio b/a, and how well the masks agree.
+  (a) naive: per tile SamPredictor.set_image, then predict_torch on batches of 20 boxes, fp32
+      (the loop SAMRS ran), in a plain process (default threads and allocator)
+  (b) engine: SamBackend.predict on all tiles, built by the Ray job's own MaskActor (so with
+      the settings the job uses: prompt_chunk, image_batch, dtype, SDPA, threads)
+  (c) job: samrs_ray.pipeline.generate(model='sam') on a folder of the same scenes + DOTA
+      labels, written to a temp dir. Ray is started first (ray.init(num_cpus=N), timed on its
+      own), then generate() is timed; "incl. Ray start-up" adds the two.
 
-Tiles are real sample crops (DOTA P0004 as two 824x1024 windows, P1888 whole at 712x557)
-with their real horizontal boxes when ../shared/data/realsamples exists, else synthetic.
-Weights are random (speed does not depend on them): 'tiny' is a FAKE few-layer SAM.
+Tiles: the real samples' DOTA scenes (P0004 824x1464 -> 2 tiles, P1888 712x557 -> 1 tile)
+cut by the job's own planner (samrs_ray.plan.plan_scene), so (a), (b) and (c) see the same
+1024x1024 padded tiles and the same box prompts; --copies N repeats the scenes under other
+names. Weights: random (speed does not depend on them), written once to a checkpoint that all
+three load; 'tiny' is a FAKE few-layer SAM. Each of (a), (b), (c) runs in its own Python
+process, so its peak RSS is its own and process-wide settings (threads, allocator) stay in it.
 
-    .venv/bin/python bench/engine.py --model-type tiny --tiles 6
-    .venv/bin/python bench/engine.py --model-type vit_h --device cuda --dtype bfloat16 --tiles 32
+Busy share: the job's MaskActor logs every predict() call (samrs_ray/masks/busy.py, switched
+on by $SAMRS_RAY_BUSY_LOG); the share of generate()'s wall time inside predict() is how busy
+the job kept the engine (on a GPU an upper bound of the accelerator's busy time).
+
+    .venv/bin/python bench/engine.py                       # tiny, CPU, 2 copies = 6 tiles
+    .venv/bin/python bench/engine.py --model-type vit_b --scenes P1888 --copies 1
+    .venv/bin/python bench/engine.py --model-type vit_h --device cuda --dtype bfloat16 --copies 40 --num-cpus 8
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
-from segment_anything import SamPredictor
 
+from samrs_ray.classes import PRESETS
 from samrs_ray.masks.backend import PromptBatch, TileMasks
 from samrs_ray.masks.checkpoint import MODEL_TYPES, build_sam
-from samrs_ray.masks.sam import EngineSettings, SamBackend
 
 REALSAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples"
 NAIVE_BOX_BATCH = 20  # what SAMRS's script used
+PRESET = PRESETS["sota"]  # DOTA labels, 1024 tiles with a 200 gap, H-Box prompts
 
 
 @dataclass
-class Timing:
-    seconds: float
-    tiles: int
-    boxes: int
+class Spec:
+    """What every worker process needs (written as JSON next to the scenes)."""
 
-    def line(self, label: str) -> str:
-        return (f"{label:<8} {self.seconds:8.2f} s  {self.tiles / self.seconds:8.3f} tiles/s  "
-                f"{self.boxes / self.seconds:8.2f} boxes/s")
+    model_type: str
+    checkpoint: str
+    scenes: str  # folder with images/ and labelTxt/
+    device: str
+    dtype: Optional[str]
+    image_batch: int
+    prompt_chunk: Optional[int]
+    repeats: int
+    num_cpus: int
+    workdir: str
 
 
-def real_tiles(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(tile, boxes (N, 4) xyxy) from the real samples: windows as a 1024/824 tiler cuts them."""
-    from samrs_ray.formats.dota import parse_dota
+@dataclass
+class Tile:
+    tile_id: str
+    image: np.ndarray  # (1024, 1024, 3) uint8
+    prompts: PromptBatch
 
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+def make_scenes(realsamples: Path, names: list[str], copies: int, folder: Path) -> None:
+    """folder/images/<name>_c<i>.png + folder/labelTxt/<name>_c<i>.txt: `copies` copies of each scene."""
+    for sub in ("images", "labelTxt"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for i in range(copies):
+            shutil.copyfile(realsamples / "dota/images" / f"{name}.png", folder / "images" / f"{name}_c{i}.png")
+            shutil.copyfile(realsamples / "dota/labelTxt" / f"{name}.txt", folder / "labelTxt" / f"{name}_c{i}.txt")
+
+
+def job_config(spec: Spec, out: str, **changes: Any):
+    from samrs_ray.config import JobConfig
+
+    scenes = Path(spec.scenes)
+    return JobConfig(preset=PRESET, images=str(scenes / "images"), labels=str(scenes / "labelTxt"), out=out,
+                     model="sam", model_type=spec.model_type, checkpoint=spec.checkpoint, device=spec.device,
+                     dtype=spec.dtype, image_batch=spec.image_batch, prompt_chunk=spec.prompt_chunk,
+                     write_color=True, cache_dir=str(Path(spec.workdir) / "cache"), **changes)
+
+
+def planned_tiles(spec: Spec) -> list[Tile]:
+    """The 'todo' tiles of the scenes exactly as the job plans them, with the prompts MaskActor builds."""
+    from samrs_ray.inputs import pair_by_stem
+    from samrs_ray.outputs import tile_pixels
+    from samrs_ray.plan import TILE, TODO, PlanSettings, plan_scene, record_annotation
+    from samrs_ray.prompts import build_prompts
+
+    scenes = Path(spec.scenes)
+    images = sorted(str(p) for p in (scenes / "images").iterdir())
+    labels = sorted(str(p) for p in (scenes / "labelTxt").iterdir())
+    pairs, _ = pair_by_stem(images, labels)
+    settings = PlanSettings(PRESET, "bench", 10**9, {})
     tiles = []
-    for name, windows in (("P0004", (0, 440)), ("P1888", (0,))):
-        image = np.array(Image.open(root / f"dota/images/{name}.png").convert("RGB"))
-        labels = parse_dota((root / f"dota/labelTxt/{name}.txt").read_bytes(), f"{name}.txt")
-        for y0 in windows:
-            tile = image[y0 : y0 + 1024]
-            h, w = tile.shape[:2]
-            boxes = []
-            for annotation in labels.annotations:
-                x0, top, x1, bottom = annotation.hbox
-                clipped = np.clip([x0, top - y0, x1, bottom - y0], 0, [w, h, w, h])
-                if (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) >= 0.7 * (x1 - x0) * (bottom - top):
-                    boxes.append(clipped)
-            tiles.append((tile, np.array(boxes, np.float32).reshape(-1, 4)))
+    for pair in pairs:
+        for row in plan_scene(pair, settings, frozenset()):
+            if row["kind"] == TILE and row["status"] == TODO:
+                hw = (row["height"], row["width"])
+                anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
+                tiles.append(Tile(row["tile_id"], tile_pixels(row["pixels"], *hw).copy(),
+                                  build_prompts(anns, PRESET.prompt, hw)))
     return tiles
 
 
-def synthetic_tiles(count: int, boxes_per_tile: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    tiles = []
-    for _ in range(count):
-        corner = rng.uniform(0, 900, (boxes_per_tile, 2))
-        boxes = np.concatenate([corner, corner + rng.uniform(8, 120, (boxes_per_tile, 2))], axis=1)
-        tiles.append((rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8), boxes.astype(np.float32)))
-    return tiles
+def write_checkpoint(model_type: str, path: Path) -> None:
+    """Random weights (seed 0) as a plain state dict, the form of the official release files."""
+    torch.manual_seed(0)
+    torch.save(build_sam(model_type).state_dict(), path)
 
 
-def run_naive(model, tiles, device: torch.device) -> list[TileMasks]:
-    """SAMRS's loop: set_image per tile, predict_torch on batches of 20 boxes, fp32."""
-    predictor = SamPredictor(model)
-    results = []
-    with torch.no_grad():
-        for tile, boxes in tiles:
-            predictor.set_image(tile)
-            masks, scores = [], []
-            for start in range(0, len(boxes), NAIVE_BOX_BATCH):
-                chunk = torch.as_tensor(boxes[start : start + NAIVE_BOX_BATCH], device=device)
-                chunk = predictor.transform.apply_boxes_torch(chunk, tile.shape[:2])
-                m, s, _ = predictor.predict_torch(None, None, boxes=chunk, multimask_output=False)
-                masks.append(m[:, 0].cpu().numpy())
-                scores.append(s[:, 0].cpu().numpy())
-            h, w = tile.shape[:2]
-            results.append(TileMasks(np.concatenate(masks) if masks else np.zeros((0, h, w), bool),
-                                     np.concatenate(scores) if scores else np.zeros(0, np.float32)))
-    return results
+# --- measuring -------------------------------------------------------------------------------
 
 
-def timed(run, device: torch.device):
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed(run: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
@@ -106,71 +150,262 @@ def timed(run, device: torch.device):
     return result, time.perf_counter() - started
 
 
-def agreement(a: list[TileMasks], b: list[TileMasks]) -> tuple[float, float, int]:
-    """Mean mask IoU between runs, share of bit-identical masks, most pixels flipped in one mask."""
+def save_masks(path: Path, results: list[TileMasks]) -> None:
+    """All masks bit-packed (N_total*H*W/8 bytes) with their per-tile counts; read with load_masks."""
+    counts = np.array([len(r.masks) for r in results])
+    shape = np.array(results[0].masks.shape[1:]) if results else np.zeros(2, int)
+    packed = np.packbits(np.concatenate([r.masks for r in results])) if results else np.zeros(0, np.uint8)
+    np.savez(path, counts=counts, shape=shape, packed=packed)
+
+
+def load_masks(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        counts, (height, width), packed = data["counts"], data["shape"], data["packed"]
+    flat = np.unpackbits(packed, count=int(counts.sum()) * height * width).reshape(-1, height, width).astype(bool)
+    return np.split(flat, np.cumsum(counts)[:-1])
+
+
+def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, float]:
+    """Mean mask IoU between two runs, share of bit-identical masks, most pixels flipped in one mask."""
     ious, same, worst = [], 0, 0
-    for x, y in zip(a, b):
-        for m, n in zip(x.masks, y.masks):
+    for x, y in zip(a, b, strict=True):
+        for m, n in zip(x, y, strict=True):
             union = (m | n).sum()
             ious.append(1.0 if union == 0 else (m & n).sum() / union)
             flipped = int((m != n).sum())
             same += flipped == 0
             worst = max(worst, flipped)
-    return float(np.mean(ious)) if ious else 1.0, same / max(len(ious), 1), worst
+    return {"mean_iou": float(np.mean(ious)) if ious else 1.0, "identical": same / max(len(ious), 1),
+            "worst_flipped": worst}
+
+
+# --- workers (one process each) ---------------------------------------------------------------
+
+
+def naive_predict(predictor, tile: Tile, device: torch.device) -> tuple[TileMasks, torch.Tensor]:
+    """SAMRS's loop on one tile: set_image, then predict_torch on batches of 20 boxes.
+
+    Returns the masks and the low-res logits (n, 1, 256, 256) float32 on the host.
+    """
+    predictor.set_image(tile.image)
+    boxes, masks, scores, logits = tile.prompts.boxes, [], [], []
+    with torch.no_grad():
+        for start in range(0, len(boxes), NAIVE_BOX_BATCH):
+            chunk = torch.as_tensor(boxes[start : start + NAIVE_BOX_BATCH], device=device)
+            chunk = predictor.transform.apply_boxes_torch(chunk, tile.image.shape[:2])
+            m, s, low_res = predictor.predict_torch(None, None, boxes=chunk, multimask_output=False)
+            masks.append(m[:, 0].cpu().numpy())
+            scores.append(s[:, 0].cpu().numpy())
+            logits.append(low_res.float().cpu())
+    return TileMasks(np.concatenate(masks), np.concatenate(scores)), torch.cat(logits)
+
+
+def naive_worker(spec: Spec) -> dict[str, Any]:
+    """(a): SAMRS's loop, fp32, in a process with torch's default threads and glibc's default allocator."""
+    from segment_anything import SamPredictor
+
+    from samrs_ray.masks.checkpoint import load_sam
+
+    device = torch.device(spec.device)
+    tiles = planned_tiles(spec)
+    model, _ = load_sam(spec.model_type, spec.checkpoint, spec.workdir, device=spec.device)
+    predictor = SamPredictor(model)
+    return measure(spec, tiles, lambda chosen: [naive_predict(predictor, t, device)[0] for t in chosen], device)
+
+
+def engine_worker(spec: Spec) -> dict[str, Any]:
+    """(b): the backend the job's MaskActor builds, on all tiles in one predict() call."""
+    from samrs_ray.pipeline import MaskActor, resolve_engine
+
+    device = torch.device(spec.device)
+    tiles = planned_tiles(spec)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    config = resolve_engine(job_config(spec, out=str(Path(spec.workdir) / "unused")), gpus)
+    backend = MaskActor(config).backend
+    result = measure(spec, tiles, lambda chosen: backend.predict([t.image for t in chosen], [t.prompts for t in chosen]),
+                     device)
+    result["settings"] = dataclasses.asdict(backend.settings) | {"dtype_used": str(backend.dtype),
+                                                                "torch_threads": torch.get_num_threads()}
+    return result
+
+
+def measure(spec: Spec, tiles: list[Tile], run: Callable[[list[Tile]], list[TileMasks]],
+            device: torch.device) -> dict[str, Any]:
+    """Warm up on one tile, then time `repeats` runs over all tiles; masks of the last run saved."""
+    rss_loaded = current_rss()
+    run(tiles[:1])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for _ in range(spec.repeats):
+        results, elapsed = timed(lambda: run(tiles), device)
+        seconds.append(elapsed)
+    masks_path = Path(spec.workdir) / f"masks-{os.getpid()}.npz"
+    save_masks(masks_path, results)
+    return {
+        "seconds": seconds, "tiles": len(tiles), "boxes": sum(len(t.prompts) for t in tiles),
+        "tile_ids": [t.tile_id for t in tiles], "masks": str(masks_path),
+        "peak_rss": peak_rss(), "rss_loaded": rss_loaded, "torch_threads": torch.get_num_threads(),
+        "cuda_peak": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+    }
+
+
+def job_worker(spec: Spec) -> dict[str, Any]:
+    """(c): ray.init(num_cpus) timed, then generate() timed, `repeats` times into fresh folders."""
+    import ray
+
+    from samrs_ray import manifest
+    from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
+    from samrs_ray.masks.rle import decode_rle
+    from samrs_ray.pipeline import generate
+
+    workdir = Path(spec.workdir)
+    log = workdir / "busy.log"
+    started = time.perf_counter()
+    ray.init(num_cpus=spec.num_cpus, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {BUSY_LOG: str(log)}})
+    ray_start = time.perf_counter() - started
+    runs = []
+    try:
+        for i in range(spec.repeats):
+            out = workdir / f"job-out-{i}"
+            log.unlink(missing_ok=True)
+            wall_start = time.time()
+            started = time.perf_counter()
+            record = generate(job_config(spec, str(out)), say=lambda _: None)
+            seconds = time.perf_counter() - started
+            wall_end = time.time()
+            intervals = read_busy_log(log)
+            busy = busy_seconds(intervals, wall_start, wall_end)
+            runs.append({
+                "seconds": seconds, "busy": busy, "predict_calls": len(intervals),
+                "first_predict": min((x.start for x in intervals), default=wall_end) - wall_start,
+                "after_last_predict": wall_end - max((x.end for x in intervals), default=wall_start),
+                "actor_peak_rss": max((x.peak_rss for x in intervals), default=0),
+                "tiles": record.counts["processed"], "instances": record.counts["instances"],
+                "failed": record.counts["failed"], "out": str(out),
+            })
+    finally:
+        ray.shutdown()
+    driver_peak_rss = peak_rss()  # before the check below decodes every mask
+    # the last run's masks, in the planner's tile order, for the (b) vs (c) check
+    instances = manifest.read_dataset(runs[-1]["out"], "instances").to_pylist()
+    by_tile: dict[str, list[dict]] = {}
+    for row in sorted(instances, key=lambda r: (r["tile_id"], r["instance_id"])):
+        by_tile.setdefault(row["tile_id"], []).append(row)
+    masks = [TileMasks(np.stack([decode_rle(r["mask_rle"]["counts"], r["mask_rle"]["height"], r["mask_rle"]["width"])
+                                 for r in by_tile[t.tile_id]]), np.zeros(0)) for t in planned_tiles(spec)]
+    masks_path = workdir / "masks-job.npz"
+    save_masks(masks_path, masks)
+    return {"ray_start": ray_start, "runs": runs, "peak_rss": driver_peak_rss, "masks": str(masks_path)}
+
+
+WORKERS = {"naive": naive_worker, "engine": engine_worker, "job": job_worker}
+
+
+def run_worker(kind: str, spec: Spec) -> dict[str, Any]:
+    """Run one worker in a fresh Python process; its result comes back as JSON."""
+    spec_path = Path(spec.workdir) / "spec.json"
+    result_path = Path(spec.workdir) / f"result-{kind}.json"
+    spec_path.write_text(json.dumps(dataclasses.asdict(spec)))
+    subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", str(spec_path), "--result", str(result_path)],
+                   check=True)
+    return json.loads(result_path.read_text())
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def rate_line(label: str, seconds: float, tiles: int, boxes: int, ratio: str, memory: str) -> str:
+    return (f"{label:<34} {seconds:8.2f} s {tiles / seconds:8.3f} tiles/s {boxes / seconds:8.2f} boxes/s"
+            f"  {ratio:<14} {memory}")
+
+
+def gib(n: Optional[float]) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def report(spec: Spec, naive: dict, engine: dict, job: dict) -> None:
+    tiles, boxes = engine["tiles"], engine["boxes"]
+    assert naive["tile_ids"] == engine["tile_ids"] and naive["boxes"] == boxes
+    a, b = min(naive["seconds"]), min(engine["seconds"])
+    best = min(job["runs"], key=lambda r: r["seconds"])
+    c, c_cold = best["seconds"], best["seconds"] + job["ray_start"]
+    print(f"\nmachine: {os.cpu_count()} CPUs, torch {torch.__version__}, load average at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"model sam-{spec.model_type} (random weights), {spec.device}; {tiles} tiles, {boxes} boxes; "
+          f"best of {spec.repeats} (all runs: a {fmt(naive['seconds'])}, b {fmt(engine['seconds'])}, "
+          f"c {fmt([r['seconds'] for r in job['runs']])})")
+    settings = engine["settings"]
+    print(f"engine: dtype {settings['dtype_used']}, image_batch {settings['image_batch']}, prompt_chunk "
+          f"{settings['prompt_chunk']}, sdpa {settings['sdpa']}, compile {settings['compile']}, "
+          f"threads {settings['torch_threads']}; naive: threads {naive['torch_threads']}")
+    memory = {k: f"peak RSS {gib(r['peak_rss'])} (+{gib(r['peak_rss'] - r['rss_loaded'])} over the loaded model)"
+              + (f", GPU {gib(r['cuda_peak'])}" if r["cuda_peak"] is not None else "") for k, r in
+              (("a", naive), ("b", engine))}
+    print(rate_line("(a) naive SAMRS loop", a, tiles, boxes, "", memory["a"]))
+    print(rate_line("(b) engine", b, tiles, boxes, f"b/a {a / b:.2f}x", memory["b"]))
+    print(rate_line("(c) Ray job, generate() only", c, tiles, boxes, f"c/b {b / c:.2f}",
+                    f"actor peak RSS {gib(best['actor_peak_rss'])}, driver {gib(job['peak_rss'])}"))
+    print(rate_line("(c) incl. Ray start-up", c_cold, tiles, boxes, f"c/b {b / c_cold:.2f}",
+                    f"ray.init {job['ray_start']:.1f} s"))
+    print(f"engine busy in (c): {best['busy']:.1f} s of {c:.1f} s = {best['busy'] / c:.0%} "
+          f"({best['predict_calls']} predict calls; first starts {best['first_predict']:.1f} s after generate() "
+          f"starts, last ends {best['after_last_predict']:.1f} s before it returns)")
+    if best["tiles"] != tiles or best["failed"]:
+        print(f"WARNING: the job processed {best['tiles']} tiles ({best['failed']} failed), the engine {tiles}")
+    a_masks, b_masks, c_masks = (load_masks(Path(r["masks"])) for r in (naive, engine, job))
+    for label, x, y in (("a vs b", a_masks, b_masks), ("b vs c", b_masks, c_masks)):
+        agree = agreement(x, y)
+        print(f"masks {label}: mean IoU {agree['mean_iou']:.6f}, bit-identical {agree['identical']:.1%}, "
+              f"most pixels flipped in one mask {agree['worst_flipped']}")
+
+
+def fmt(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-type", choices=MODEL_TYPES, default="tiny")
-    parser.add_argument("--tiles", type=int, default=6)
-    parser.add_argument("--boxes-per-tile", type=int, default=0,
-                        help="cap per tile; 0 = all real boxes (synthetic: 40)")
+    parser.add_argument("--scenes", default="P0004,P1888", help="real-sample DOTA scenes to use")
+    parser.add_argument("--copies", type=int, default=2, help="copies of each scene (P0004: 2 tiles, P1888: 1)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--image-batch", type=int, default=EngineSettings.image_batch)
-    parser.add_argument("--prompt-chunk", type=int, default=EngineSettings.prompt_chunk)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="engine and job dtype; default: the job's (bf16 on GPUs, fp32 on CPUs)")
+    parser.add_argument("--image-batch", type=int, default=4)
+    parser.add_argument("--prompt-chunk", type=int, default=None, help="default: the job's (64 on GPUs, 4 on CPUs)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each of (a), (b), (c); the best counts")
+    parser.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...) for (c)")
     parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    device = torch.device(args.device)
-    if (args.realsamples / "dota/images/P0004.png").is_file():
-        pool, source = real_tiles(args.realsamples), "real samples (P0004 x2, P1888)"
-    else:
-        pool, source = synthetic_tiles(3, args.boxes_per_tile or 40), "synthetic 1024x1024"
-    tiles = [pool[i % len(pool)] for i in range(args.tiles)]
-    if args.boxes_per_tile:
-        tiles = [(tile, boxes[: args.boxes_per_tile]) for tile, boxes in tiles]
-    n_boxes = sum(len(boxes) for _, boxes in tiles)
-
-    torch.manual_seed(0)
-    model = build_sam(args.model_type).to(device).eval()  # random weights: speed does not depend on them
-    settings = EngineSettings(device=args.device, dtype=args.dtype,
-                              image_batch=args.image_batch, prompt_chunk=args.prompt_chunk)
-    engine = SamBackend(model, args.model_type, "", settings)
-    images, prompts = [t for t, _ in tiles], [
-        PromptBatch("hbox", b, np.full((len(b), 8), np.nan, np.float32)) for _, b in tiles
-    ]
-
-    print(f"model sam-{args.model_type} (random weights), {args.device} {args.dtype}, "
-          f"torch threads {torch.get_num_threads()}, {source}: {len(tiles)} tiles, {n_boxes} boxes; "
-          f"engine image_batch={args.image_batch} prompt_chunk={args.prompt_chunk}")
-    # warm-up on one tile each, so neither side pays for first-call allocation
-    run_naive(model, tiles[:1], device)
-    engine.predict(images[:1], prompts[:1])
-
-    naive, naive_s = timed(lambda: run_naive(model, tiles, device), device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    batched, engine_s = timed(lambda: engine.predict(images, prompts), device)
-    a, b = Timing(naive_s, len(tiles), n_boxes), Timing(engine_s, len(tiles), n_boxes)
-    print(a.line("(a) naive"))
-    print(b.line("(b) engine"))
-    print(f"ratio b/a {naive_s / engine_s:.2f}x")
-    if device.type == "cuda":
-        print(f"engine peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    mean_iou, identical, worst = agreement(naive, batched)
-    print(f"masks a vs b: mean IoU {mean_iou:.6f}, bit-identical {identical:.1%}, "
-          f"most pixels flipped in one mask {worst}")
+    if args.worker:
+        spec = Spec(**json.loads(args.spec.read_text()))
+        args.result.write_text(json.dumps(WORKERS[args.worker](spec)))
+        return
+    if not (args.realsamples / "dota/images").is_dir():
+        sys.exit(f"real samples not found at {args.realsamples} (see --realsamples)")
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="samrs-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
+        write_checkpoint(args.model_type, workdir / "checkpoint.pth")
+        spec = Spec(model_type=args.model_type, checkpoint=str(workdir / "checkpoint.pth"), scenes=str(workdir / "scenes"),
+                    device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
+                    repeats=args.repeats, num_cpus=args.num_cpus, workdir=str(workdir))
+        results = {}
+        for kind in ("naive", "engine", "job"):
+            print(f"running ({'abc'[list(WORKERS).index(kind)]}) {kind} ...", flush=True)
+            results[kind] = run_worker(kind, spec)
+        report(spec, results["naive"], results["engine"], results["job"])
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from samrs_ray import incremental, manifest, storage
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
@@ -63,12 +64,13 @@ class MaskActor:
             return
         import torch
 
-        from samrs_ray.masks.sam import EngineSettings, SamBackend
+        from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
-                                  prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask)
+                                  prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
+                                  sdpa=True, threads=engine_threads(device, config.num_actors or 1))
         self.backend = SamBackend(model, config.model_type, checksum, settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -95,12 +97,12 @@ class MaskActor:
         if not rows:
             return
         try:
-            results = self.backend.predict(images, prompts)
+            results = timed_predict(self.backend, images, prompts)
         except Exception:  # one bad tile must not fail its batch: retry one by one
             results = []
             for row, image, prompt in zip(rows, images, prompts):
                 try:
-                    results.extend(self.backend.predict([image], [prompt]))
+                    results.extend(timed_predict(self.backend, [image], [prompt]))
                 except Exception as error:
                     results.append(error)
         for row, prompt, result in zip(rows, prompts, results):
@@ -339,7 +341,10 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
         MaskActor, fn_constructor_args=(config,), batch_size=4 * config.image_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=16, batch_format="numpy")
-    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy")
+    # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
+    # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
+    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy",
+                        num_cpus=0.5)
     ds = ds.drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
     return [dict(r) for r in ds.iter_rows()]
 

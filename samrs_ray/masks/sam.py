@@ -19,6 +19,7 @@ host memory in the process (host_memory.py).
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, TypeVar
@@ -44,9 +45,10 @@ class EngineSettings:
 
     With float32, prompt_chunk=1 and sdpa/compile off, the masks are bit-for-bit those of
     SamPredictor.predict(box=...). Larger chunks, sdpa and compile change the float reduction
-    order (logits move by ~1e-7 relative) and may flip a boundary pixel or two per mask.
-    On a CPU, prompt_chunk 1-4 is fastest (each prompt carries a 4 MB image-token tensor
-    through the decoder, and larger chunks fall out of cache); 64 suits a GPU.
+    order (logits move by ~1e-6 relative) and may flip a boundary pixel or two per mask.
+    On a CPU, prompt_chunk 1-4 and image_batch 1 are fastest and smallest (each prompt carries
+    a 4 MB image-token tensor through the decoder: chunk 64 took 15% longer and 2.4 GB more
+    RSS on the bench box); 64 suits a GPU. Figures for every setting: bench/RESULTS.md.
     """
 
     device: str = "cpu"
@@ -82,6 +84,19 @@ class PreparedTile:
     pixels: torch.Tensor
     input_size: tuple[int, int]
     original_size: tuple[int, int]
+
+
+def engine_threads(device: str, engines: int = 1) -> Optional[int]:
+    """CPU threads for one engine process: the cores this process may run on, shared by `engines`
+    engines on the machine; None (leave torch's setting alone) when the engine runs on a GPU.
+
+    Ray starts an actor with OMP_NUM_THREADS set to its num_cpus (1 by default), so torch in a
+    SAM actor would use a single core even where that actor is the node's only heavy work.
+    """
+    if device != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, engines))
 
 
 def is_out_of_memory(error: BaseException) -> bool:
