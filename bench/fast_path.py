@@ -6,16 +6,16 @@ Every step changes one setting of the steps kept before it, and runs in its own 
   L0 engine before the fast path: fp32, image_batch 4, prompt_chunk 4, glibc's default allocator
   L1 + keep freed host memory (host_memory.py)
   L2 + SDPA attention in the image encoder (fast_attention.py)
-  L3   image_batch 1 (one tile per image-encoder call)
-  L4   prompt_chunk 64 (all boxes of a tile in one decoder call): measured, not kept on a CPU
+  L3   image_batch 1 (one tile per image-encoder call): kept on a CPU, not on a GPU
+  L4   prompt_chunk 64 (all boxes of a tile in one decoder call): kept on a GPU, not on a CPU
   L5 + torch.compile of the image encoder and the mask decoder (compile time is in "warm-up")
   L6 + bf16 autocast
 
 and, for scale, the naive loop of SAMRS (bench/engine.py's (a)) as it ran (N0) and with the
 allocator setting of L1 (N1).
 
-Each step is kept only if it pays (KEPT below, from the CPU figures in bench/RESULTS.md; on a GPU
-prompt_chunk 64 is the job's default); --steps picks some. For each step: best-of-R seconds on the
+Each step is kept only if it pays (KEPT below: on a CPU from the figures in bench/RESULTS.md, on
+a GPU the job's defaults); --steps picks some. For each step: best-of-R seconds on the
 same tiles, tiles/s, boxes/s, speed-up over L0; and against the exact fp32 reference (prompt
 chunk 1, image_batch 1, no SDPA: the masks of SamPredictor.predict, bit for bit): the masks'
 mean IoU and the relative error of the low-resolution logits on the first tile
@@ -63,7 +63,7 @@ NAIVE: dict[str, tuple[str, dict[str, Any]]] = {
     "N0": ("naive SAMRS loop", dict(reuse_host_memory=False)),
     "N1": ("naive + keep freed host memory", dict(reuse_host_memory=True)),
 }
-KEPT = ("L1", "L2", "L3", "L5", "L6")  # the steps whose change the later steps carry
+KEPT = {"cpu": ("L1", "L2", "L3", "L5", "L6"), "cuda": ("L1", "L2", "L4", "L5", "L6")}  # carried to later steps
 EXACT = dict(BEFORE, image_batch=1, prompt_chunk=1, reuse_host_memory=True)
 
 
@@ -75,7 +75,7 @@ def step_settings(chosen: list[str], device: str) -> dict[str, dict[str, Any]]:
     for name, (_, change) in STEPS.items():
         if name in chosen:
             settings[name] = dict(kept, **change)
-        if name in KEPT:
+        if name in KEPT[torch.device(device).type]:
             kept = dict(kept, **change)
     return settings
 

@@ -338,9 +338,10 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
     ds = ds.map_batches(
-        MaskActor, fn_constructor_args=(config,), batch_size=4 * config.image_batch, batch_format="numpy",
+        MaskActor, fn_constructor_args=(config,), batch_size=config.image_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
-    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=16, batch_format="numpy")
+    # encode as soon as the engine hands over a batch, so little is left to encode when it stops
+    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
     # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
     # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
     ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy",

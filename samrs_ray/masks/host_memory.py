@@ -5,9 +5,11 @@ glibc serves an allocation above its mmap threshold (128 KiB, raised on the fly 
 more than twice that threshold is free. SAM's mask decoder allocates and frees tens of 4-16 MB
 activations per prompt on a CPU, so each of them is faulted in page by page again, and the
 faults of two threads serialise on the process's memory-map lock. Measured on the 2-core bench
-box (tiny SAM, 40 prompts of one tile): ~450,000 minor page faults and 8-14 s per predict()
-with the defaults; ~4,000 faults and 2.5 s after keep_freed_memory(). Masks are unchanged: only
-where the bytes live changes. The cost: the process's RSS stays at its peak instead of shrinking.
+box (tiny SAM, 40 prompts of one tile, chunks of 4): ~450,000 minor page faults per predict()
+with the defaults, ~4,000 after keep_freed_memory(); whole runs got 1.18x faster (engine) and
+1.92x (SAMRS's loop, whose chunks of 20 prompts make 80 MB activations, always mmapped), see
+bench/RESULTS.md. Masks are unchanged: only where the bytes live changes. The cost: the
+process's RSS stays at its peak instead of shrinking.
 
 Process-wide, like torch.set_num_threads: meant for a process that runs the engine (a Ray
 actor, a CLI run, a benchmark).

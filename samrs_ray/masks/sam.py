@@ -47,7 +47,7 @@ class EngineSettings:
     SamPredictor.predict(box=...). Larger chunks, sdpa and compile change the float reduction
     order (logits move by ~1e-6 relative) and may flip a boundary pixel or two per mask.
     On a CPU, prompt_chunk 1-4 and image_batch 1 are fastest and smallest (each prompt carries
-    a 4 MB image-token tensor through the decoder: chunk 64 took 15% longer and 2.4 GB more
+    a 4 MB image-token tensor through the decoder: chunk 64 took 5-14% longer and 2.6 GB more
     RSS on the bench box); 64 suits a GPU. Figures for every setting: bench/RESULTS.md.
     """
 
@@ -57,7 +57,7 @@ class EngineSettings:
     prompt_chunk: int = 64  # prompts per prompt-encoder/mask-decoder call
     multimask: bool = False  # True: SAM's 3 masks per prompt, keep the one with the best predicted IoU
     sdpa: bool = False  # image-encoder attention through F.scaled_dot_product_attention (patches the model)
-    compile: bool = False  # torch.compile the image encoder and the mask decoder (minutes of compiling on a CPU)
+    compile: bool = False  # torch.compile the image encoder and mask decoder (CPU: 12-33 s to compile, then 1.6x)
     pin_memory: bool = True  # CUDA: page-locked host buffers, asynchronous copies, one sync per tile
     reuse_host_memory: bool = True  # glibc: keep freed host memory in the process (see host_memory.py)
     threads: Optional[int] = None  # torch CPU threads for this process; None: leave as it is
