@@ -335,7 +335,7 @@ def test_dockerfile_builds_on_ray_with_cuda_torch_as_non_root() -> None:
     (base,) = re.findall(r"^FROM (\S+)", text, flags=re.M)
     resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     assert re.fullmatch(r"rayproject/ray:\d+\.\d+\.\d+-py3\d+-cu\d+", resolved), resolved
-    assert resolved.endswith(f"-{args['CUDA']}") and f"whl/${{CUDA}}" in text, "base CUDA and torch CUDA differ"
+    assert resolved.endswith(f"-{args['CUDA']}") and "whl/${CUDA}" in text, "base CUDA and torch CUDA differ"
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
     assert re.search(r"pip install [^\n]*\s\.\s", text), "the image must install this repository"
