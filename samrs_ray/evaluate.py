@@ -16,19 +16,18 @@ this process; ground truth is read per scene and kept for the last few scenes.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from samrs_ray import manifest, storage
 from samrs_ray.inputs import stem
 from samrs_ray.masks.box import fill_polygon
 from samrs_ray.masks.rle import string_to_counts
+from samrs_ray.scenes import decode_image
 
 GT_FORMATS = ("isaid-png", "coco")
 ISAID_MIN_ID = 1000  # the iSAID devkit reads ids below 1000 as no instance
@@ -168,11 +167,6 @@ def isaid_truth(ids_rgb: np.ndarray, colour_rgb: np.ndarray) -> SceneTruth:
     return SceneTruth(instances)
 
 
-def read_rgb(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 class IsaidPngTruth:
     """Scene <stem>: <gt>/<stem>_instance_id_RGB.png and <gt>/<stem>_instance_color_RGB.png."""
 
@@ -186,7 +180,7 @@ class IsaidPngTruth:
             return None
         if not storage.exists(self.fs, colour):
             raise FileNotFoundError(f"{colour}: iSAID colour map missing (it gives the classes of {ids})")
-        return isaid_truth(read_rgb(self.fs.cat_file(ids)), read_rgb(self.fs.cat_file(colour)))
+        return isaid_truth(decode_image(self.fs.cat_file(ids), ids), decode_image(self.fs.cat_file(colour), colour))
 
 
 class CocoTruth:

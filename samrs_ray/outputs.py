@@ -71,26 +71,21 @@ def instance_rows(
 def write_tile_files(
     fs: fsspec.AbstractFileSystem, out: str, tile: str, label: np.ndarray,
     palette: Sequence[tuple[int, int, int]] | None, rgb: np.ndarray | None,
-) -> dict[str, str]:
-    """Write labels/<tile>.png, and color/ (palette given) and tiles/ (rgb given); each atomically.
-    Returns the paths written, by folder."""
+) -> None:
+    """Write labels/<tile>.png, and color/ (palette given) and tiles/ (rgb given); each atomically."""
     paths = output_paths(out, tile)
-    written = {"labels": paths["labels"]}
     if rgb is not None:
         storage.write_atomic(fs, paths["tiles"], image_png(rgb))
-        written["tiles"] = paths["tiles"]
     if palette is not None:
         storage.write_atomic(fs, paths["color"], color_png(label, palette))
-        written["color"] = paths["color"]
     storage.write_atomic(fs, paths["labels"], label_png(label))  # last: its presence means "done"
-    return written
 
 
 def encode_tile(
     fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], prompt_type: str,
     paint_order: str, palette: Sequence[tuple[int, int, int]] | None,
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """A 'todo' row after inference -> (instance rows, written paths). The row carries objects
+) -> list[dict[str, Any]]:
+    """A 'todo' row after inference -> its instance rows, its PNGs written. The row carries objects
     (JSON), masks (packed), scores (N float32), prompt_boxes (N*4 float32), pixels (when cut)."""
     objects = json.loads(row["objects"])
     height, width = int(row["height"]), int(row["width"])
@@ -99,6 +94,5 @@ def encode_tile(
     prompt_boxes = np.frombuffer(row["prompt_boxes"], dtype=np.float32).reshape(-1, 4)
     label = paint_label_map(masks, np.array([o["class_id"] for o in objects], dtype=np.int64), paint_order)
     rgb = tile_pixels(row["pixels"], height, width) if row["cut"] else None
-    written = write_tile_files(fs, out, row["tile_id"], label, palette, rgb)
-    instances = instance_rows(row["tile_id"], objects, masks, scores, prompt_type, prompt_boxes, row["label_source_uri"])
-    return instances, written
+    write_tile_files(fs, out, row["tile_id"], label, palette, rgb)
+    return instance_rows(row["tile_id"], objects, masks, scores, prompt_type, prompt_boxes, row["label_source_uri"])

@@ -170,7 +170,7 @@ def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[
         rows = [row_at(batch, i) for i in todo]
         for row in rows:
             try:
-                instances, _ = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
+                instances = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
                 row.update(status=PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             except Exception as error:
@@ -377,7 +377,7 @@ def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, chec
           "reason": e["reason"], "tile_id": e["tile_id"] or None} for e in errors], schema=manifest.ERRORS)
     error_shards = []
     if errors:
-        error_shards = [f"{run_id}"]
+        error_shards = [run_id]
         manifest.write_table(fs, manifest.shard_path(out, "errors", run_id), error_table)
 
     previous_tiles = set()

@@ -33,6 +33,7 @@ from PIL import Image
 from samrs_ray import figures, manifest, storage
 from samrs_ray.classes import IGNORE_ID, PRESETS, make_palette
 from samrs_ray.masks.rle import decode_rle
+from samrs_ray.scenes import decode_image
 
 HIST_BIN = 50  # pixels per histogram bin, as SAMRS's mask-size figure
 HIST_MAX = 2500  # the last regular bin ends here; larger masks go to one overflow bin
@@ -261,7 +262,10 @@ def load_example(out: str, pick: dict[str, Any], subset: str, stats: dict[str, A
     with fs.open(manifest.shard_path(root, "instances", pick["shard"]), "rb") as f:
         rows = pq.read_table(f, columns=["tile_id", "class_id", "mask_rle"], filters=keep).to_pylist()
     h, w = tile["height"], tile["width"]
-    image = read_png_rgb(resolve(out, tile["image_uri"]), storage_options)
+    image_uri = resolve(out, tile["image_uri"])
+    if image_uri is None:
+        raise ValueError(f"tile {tile['tile_id']} has no image_uri")
+    image = decode_image(storage.read_bytes(image_uri, storage_options), image_uri)
     if image.shape[:2] != (h, w):  # the image is the whole scene: cut the tile's window
         from samrs_ray.tiling import Window, cut_tile
         image = cut_tile(image, Window(tile["x0"], tile["y0"], w, h), (0, 0, 0))
@@ -272,13 +276,6 @@ def load_example(out: str, pick: dict[str, Any], subset: str, stats: dict[str, A
     names = [c["name"] for c in stats["per_class"]]
     return figures.ExampleTile(title=f"{tile['tile_id']} ({len(rows)} instances)", image=image, label=label,
                                masks=masks, class_names=names, palette=palette_of(subset, len(names)))
-
-
-def read_png_rgb(uri: Optional[str], storage_options: Optional[dict]) -> np.ndarray:
-    if uri is None:
-        raise ValueError("tile has no image_uri")
-    with Image.open(io.BytesIO(storage.read_bytes(uri, storage_options))) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def summary_markdown(stats: dict[str, Any], figure_names: list[str]) -> str:
