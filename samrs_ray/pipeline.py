@@ -360,10 +360,14 @@ def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, chec
     failed = [r for r in tiles if r["status"] == FAILED]
     errors += [error_row(InputIssue(r["source_uri"], r["reason"], stage=r["stage"]), tile=r["tile_id"]) for r in failed]
 
-    # New shards this run wrote, indexed like the old ones (names from the summaries).
-    new_shards = sorted({r["shard"] for r in tiles if r["status"] == PROCESSED})
+    # The shards this run wrote, indexed from the summaries they were written from (no read-back).
+    written: dict[str, list[dict[str, Any]]] = {}
+    for r in tiles:
+        if r["status"] == PROCESSED:
+            written.setdefault(r["shard"], []).append({c: r[c] for c in incremental.INDEX_COLUMNS})
+    new_shards = sorted(written)
     for name in new_shards:
-        index.add(name, manifest.read_table(fs, manifest.shard_path(out, "tiles", name), incremental.INDEX_COLUMNS))
+        index.add(name, pa.Table.from_pylist(written[name]))
     wanted = {r["tile_id"]: r["fingerprint"] for r in tiles if r["status"] in (PROCESSED, SKIPPED)}
     selection, missing = incremental.select_shards(wanted, index, incremental.shard_order(index, committed, new_shards))
     if missing:  # a skipped tile whose shard vanished between planning and now: not in this version
