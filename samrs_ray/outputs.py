@@ -17,7 +17,7 @@ import numpy as np
 from samrs_ray import storage
 from samrs_ray.masks.labelmap import paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import encode_rle, mask_area, mask_box
+from samrs_ray.masks.rle import describe_mask
 
 
 def pack_masks(masks: np.ndarray) -> bytes:
@@ -28,7 +28,7 @@ def pack_masks(masks: np.ndarray) -> bytes:
 def unpack_masks(data: bytes, count: int, height: int, width: int) -> np.ndarray:
     """Inverse of pack_masks -> (count, height, width) bool."""
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * height * width)
-    return bits.reshape(count, height, width).astype(bool)
+    return bits.reshape(count, height, width).view(bool)  # unpackbits gives 0/1 bytes: valid bools, no copy
 
 
 def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:
@@ -48,7 +48,7 @@ def instance_rows(
     height, width = masks.shape[1:]
     rows = []
     for i, (obj, mask) in enumerate(zip(objects, masks)):
-        box = mask_box(mask)
+        summary = describe_mask(mask)
         rows.append({
             "tile_id": tile,
             "instance_id": i,
@@ -58,10 +58,10 @@ def instance_rows(
             "prompt_type": prompt_type,
             "prompt_box": [float(v) for v in prompt_boxes[i]],
             "polygon": obj["polygon"],
-            "mask_rle": {"counts": encode_rle(mask), "height": height, "width": width},
-            "area": mask_area(mask),
+            "mask_rle": {"counts": summary.counts, "height": height, "width": width},
+            "area": summary.area,
             "predicted_iou": float(scores[i]),
-            "mask_box": None if box is None else list(box),
+            "mask_box": None if summary.box is None else list(summary.box),
             "source_uri": source_uri,
             "source_line": obj["line"],
         })

@@ -12,7 +12,9 @@ from pycocotools import mask as coco_mask
 from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.masks.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import decode_rle, encode_rle, mask_area, mask_box
+from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, encode_rle, mask_area,
+                                 mask_box, run_lengths, string_to_counts)
+from samrs_ray.outputs import pack_masks, unpack_masks
 
 ISAID_COLOURS = {(0, 127, 127): "large-vehicle", (0, 0, 127): "small-vehicle"}  # SOURCES.md
 
@@ -42,6 +44,8 @@ def check_against_pycocotools(mask: np.ndarray) -> None:
     reference = pycoco(mask)
     counts = encode_rle(mask)
     assert counts == reference["counts"].decode("ascii")
+    summary = describe_mask(mask)
+    assert summary == MaskSummary(counts, simple_area(mask), simple_box(mask))
     assert np.array_equal(decode_rle(counts, *mask.shape), mask)
     assert mask_area(mask) == int(coco_mask.area(reference))
     box = mask_box(mask)
@@ -50,6 +54,15 @@ def check_against_pycocotools(mask: np.ndarray) -> None:
         assert box == (x, y, x + w, y + h)
     else:
         assert box is None
+
+
+def simple_area(mask: np.ndarray) -> int:
+    return int(mask.sum())
+
+
+def simple_box(mask: np.ndarray):
+    ys, xs = np.nonzero(mask)
+    return None if xs.size == 0 else (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -70,6 +83,66 @@ def test_rle_empty_and_full_masks(shape):
     check_against_pycocotools(np.ones(shape, bool))
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_rle_from_the_box_crop_matches_pycocotools(seed):
+    """Crops of every kind: speckled or solid, touching any border, full height or width, non-square."""
+    rng = np.random.default_rng(100 + seed)
+    h, w = rng.integers(1, 60, size=2)
+    y0, y1 = sorted(rng.integers(0, h + 1, size=2))
+    x0, x1 = sorted(rng.integers(0, w + 1, size=2))
+    if seed % 4 == 0:
+        y0, y1 = 0, h  # whole columns: the crop is one stretch of the image
+    if seed % 5 == 0:
+        x0, x1 = 0, w
+    mask = np.zeros((h, w), bool)
+    mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < rng.choice([0.1, 0.5, 0.95, 1.0])
+    check_against_pycocotools(mask)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (7, 3), (64, 48)])
+def test_rle_single_pixels_and_border_masks(shape):
+    h, w = shape
+    for y, x in [(0, 0), (h - 1, w - 1), (0, w - 1), (h - 1, 0)]:
+        mask = np.zeros(shape, bool)
+        mask[y, x] = True
+        check_against_pycocotools(mask)
+    for border in [np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]]:
+        mask = np.zeros(shape, bool)
+        mask[border] = True
+        check_against_pycocotools(mask)
+        check_against_pycocotools(~mask)
+
+
+def test_rle_of_an_empty_mask_is_all_background():
+    summary = describe_mask(np.zeros((1024, 1024), bool))
+    assert summary.counts == pycoco(np.zeros((1024, 1024), bool))["counts"].decode()
+    assert string_to_counts(summary.counts) == [1024 * 1024]
+    assert summary.area == 0 and summary.box is None
+
+
+def test_counts_to_string_matches_pycocotools_on_big_and_negative_deltas():
+    # runs from 0 to a full 1024x1024 tile: deltas of every sign and up to 5 groups
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        cuts = np.sort(rng.choice(1024 * 1024, size=rng.integers(1, 40), replace=False))
+        counts = np.diff(np.concatenate(([0], cuts, [1024 * 1024]))).tolist()
+        reference = coco_mask.frPyObjects({"size": [1024, 1024], "counts": counts}, 1024, 1024)
+        assert counts_to_string(counts) == reference["counts"].decode()
+        assert string_to_counts(counts_to_string(counts)) == counts
+    assert counts_to_string([]) == ""
+
+
+def test_rle_on_masks_with_bools_stored_as_255():
+    # PIL's mode "1" images give numpy bools whose bytes are 255, not 1
+    canvas = Image.new("1", (40, 30))
+    canvas.paste(1, (5, 7, 20, 25))
+    mask = np.asarray(canvas)
+    assert mask.view(np.uint8).max() == 255
+    check_against_pycocotools(mask)
+    label = paint_label_map(mask[None], np.array([4]))
+    assert np.array_equal(label == 4, mask) and (label[~mask] == IGNORE_ID).all()
+
+
 def test_rle_on_real_isaid_masks(realsamples):
     masks, _, _ = isaid_p0004(realsamples)
     assert len(masks) == 116  # SOURCES.md: 116 iSAID instances in P0004
@@ -84,6 +157,18 @@ def test_decode_refuses_counts_of_the_wrong_size():
         decode_rle(counts, 4, 5)
     with pytest.raises(ValueError, match="invalid character"):
         decode_rle("0 1", 1, 1)
+    with pytest.raises(ValueError, match="ends inside a number"):
+        decode_rle("a", 1, 1)  # 'a' = 49 + 0x20: a group that says more follow, and none does
+    with pytest.raises(ValueError, match="non-ASCII"):
+        decode_rle("0é", 1, 1)
+
+
+def test_decode_matches_pycocotools_on_noise_masks():
+    """Speckled masks (random-weight SAM) have ~half a million runs: decoded in numpy, as pycocotools does."""
+    mask = np.random.default_rng(3).random((512, 300)) < 0.5
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert string_to_counts(rle["counts"].decode()) == run_lengths(mask)
+    assert np.array_equal(decode_rle(rle["counts"].decode(), 512, 300), coco_mask.decode(rle).astype(bool))
 
 
 # --- label maps ------------------------------------------------------------------------
@@ -115,6 +200,37 @@ def test_label_map_area_desc_keeps_small_on_top():
         paint_label_map(masks, np.array([7, 3]), order="random")
     with pytest.raises(ValueError, match="class ids"):
         paint_label_map(masks, np.array([7, 255]))
+
+
+def reference_painter(masks: np.ndarray, class_ids: np.ndarray, order: str) -> np.ndarray:
+    label = np.full(masks.shape[1:], IGNORE_ID, np.uint8)
+    sequence = list(range(len(masks)))
+    if order == "area-desc":
+        sequence.sort(key=lambda i: -int(masks[i].sum()))  # Python's sort is stable
+    for i in sequence:
+        label[masks[i]] = class_ids[i]
+    return label
+
+
+@pytest.mark.parametrize("order", PAINT_ORDERS)
+@pytest.mark.parametrize("seed", range(4))
+def test_label_map_equals_a_full_tile_painter(order, seed):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((12, 50, 70), bool)
+    for mask in masks[:-1]:  # the last one stays empty
+        y0, x0 = rng.integers(0, 45), rng.integers(0, 65)
+        y1, x1 = rng.integers(y0 + 1, 51), rng.integers(x0 + 1, 71)
+        mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < (0.6 if seed % 2 else 1.0)
+    masks[3] = masks[2]  # equal areas: annotation order decides
+    class_ids = rng.integers(0, IGNORE_ID, size=len(masks))
+    assert np.array_equal(paint_label_map(masks, class_ids, order), reference_painter(masks, class_ids, order))
+
+
+def test_unpack_masks_round_trips_pack_masks():
+    masks = np.random.default_rng(0).random((3, 17, 11)) < 0.3
+    unpacked = unpack_masks(pack_masks(masks), 3, 17, 11)
+    assert unpacked.dtype == bool and np.array_equal(unpacked, masks)
+    assert set(np.unique(unpacked.view(np.uint8))) <= {0, 1}
 
 
 def test_label_map_empty_tile_is_all_ignore():

@@ -6,77 +6,158 @@ column), alternating background and foreground runs and always starting with bac
 writes each count (from the 4th on, as the difference to the count two before) in 5-bit
 groups, least significant first, 0x20 = "more groups follow", offset by 48 into ASCII,
 as maskApi.c's rleToString / rleFrString do.
+
+Speed: SAM masks cover a small part of a 1024x1024 tile, so describe_mask reads the full
+mask once (which rows are set) and works on the bounding-box crop from there on; the
+string is built with numpy for all counts at once, one 5-bit group per step.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """What the manifest keeps of one mask: COCO counts string, area (set pixels), box (mask_box's)."""
+
+    counts: str
+    area: int
+    box: Optional[Box]
+
+
+def crop_bounds(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    """mask (H, W) bool -> (x0, y0, x1, y1) ints of the set pixels, ends exclusive; None if empty.
+
+    One pass over the full mask (rows), then only the rows y0..y1 for the columns.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    columns = np.flatnonzero(mask[y0:y1].any(axis=0))
+    return int(columns[0]), y0, int(columns[-1]) + 1, y1
+
+
+def crop_transitions(crop: np.ndarray, x0: int, y0: int, height: int) -> np.ndarray:
+    """crop (h, w) bool at (x0, y0) of an image `height` rows tall -> (T,) int64 column-major full-image
+    indices where the pixel value changes (the first pixel counts as a change from background).
+
+    The crop's columns are laid out with one background row after each (when the crop is shorter
+    than the image), standing in for the background between crop columns; a full-height crop is
+    one contiguous stretch of the image and needs none. A trailing background element closes the
+    last run.
+    """
+    h, w = crop.shape
+    stride = h + 1 if h < height else h
+    flat = np.zeros(w * stride + 1, dtype=bool)
+    flat[: w * stride].reshape(w, stride)[:, :h] = crop.T
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    if flat[0]:
+        changes = np.concatenate(([0], changes))
+    if stride == height:  # the crop is whole columns: one stretch of the image
+        return changes + (x0 * height + y0)
+    # (x0 + column) * height + y0 + row, with row = change - column * stride
+    return changes + (changes // stride) * (height - stride) + (x0 * height + y0)
+
+
+def counts_from_transitions(transitions: np.ndarray, size: int) -> np.ndarray:
+    """(T,) increasing change indices of a mask of `size` pixels -> COCO counts (int64)."""
+    transitions = transitions[transitions < size]  # a run that ends at the last pixel ends the mask
+    if size == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.diff(np.concatenate(([0], transitions, [size]))).astype(np.int64, copy=False)
+
+
+def describe_mask(mask: np.ndarray) -> MaskSummary:
+    """mask (H, W) bool -> COCO counts string, area and box, reading the full mask once."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    height, width = mask.shape
+    bounds = crop_bounds(mask) if mask.size else None
+    if bounds is None:
+        return MaskSummary(counts_to_string([height * width]), 0, None)
+    x0, y0, x1, y1 = bounds
+    crop = mask[y0:y1, x0:x1]
+    counts = counts_from_transitions(crop_transitions(crop, x0, y0, height), height * width)
+    return MaskSummary(counts_to_string(counts), int(np.count_nonzero(crop)),
+                       (float(x0), float(y0), float(x1), float(y1)))
 
 
 def run_lengths(mask: np.ndarray) -> list[int]:
     """mask (H, W) bool -> COCO's uncompressed counts."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
-        return [0]
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    edges = np.concatenate(([0], changes, [flat.size]))
-    counts = np.diff(edges).tolist()
-    return [0] + counts if flat[0] else counts
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    bounds = crop_bounds(mask) if mask.size else None
+    if bounds is None:
+        return [height * width]
+    x0, y0, x1, y1 = bounds
+    return counts_from_transitions(crop_transitions(mask[y0:y1, x0:x1], x0, y0, height), height * width).tolist()
 
 
-def counts_to_string(counts: list[int]) -> str:
-    chars = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count  # maskApi.c: 'if(i>2)', not i>=2
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift, as C's on a signed long
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            chars.append(chr(c + 48))
-    return "".join(chars)
+def counts_to_string(counts: Sequence[int] | np.ndarray) -> str:
+    """COCO counts -> compressed string (maskApi.c's rleToString), all counts at once.
+
+    maskApi.c writes 5-bit groups of x until the rest of x is all sign bits, i.e. until
+    x >> (5k - 1) is 0 or -1: x takes k = bit_length(x if x >= 0 else ~x) // 5 + 1 groups.
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    x = counts.copy()
+    x[3:] -= counts[1:-2]  # maskApi.c: 'if(i>2)', not i>=2
+    magnitude = x ^ (x >> 63)  # ~x for negative x: the bits that are not sign
+    groups = np.frexp(magnitude.astype(np.float64))[1] // 5 + 1  # frexp's exponent = bit length (< 2**53)
+    starts = np.cumsum(groups) - groups
+    codes = np.empty(int(groups.sum()), dtype=np.int64)
+    for k in range(int(groups.max()) if x.size else 0):
+        todo = np.flatnonzero(groups > k) if k else slice(None)  # mostly one group: the first step takes all
+        more = (groups[todo] > k + 1).astype(np.int64) << 5
+        codes[starts[todo] + k] = ((x[todo] >> (5 * k)) & 0x1F) | more  # arithmetic shift, as C's
+    return (codes + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
 def string_to_counts(text: str) -> list[int]:
-    counts: list[int] = []
-    p = 0
-    while p < len(text):
-        x = k = 0
-        more = True
-        while more:
-            if p >= len(text):
-                raise ValueError("RLE counts string ends inside a number")
-            c = ord(text[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"RLE counts string has an invalid character {text[p]!r} at {p}")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)  # sign-extend
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+    """Compressed string -> COCO counts (maskApi.c's rleFrString), all numbers at once."""
+    if not text:
+        return []
+    if not text.isascii():
+        raise ValueError("RLE counts string has a non-ASCII character")
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    bad = np.flatnonzero((codes < 0) | (codes >= 64))
+    if bad.size:
+        raise ValueError(f"RLE counts string has an invalid character {text[bad[0]]!r} at {bad[0]}")
+    if codes.size and codes[-1] & 0x20:
+        raise ValueError("RLE counts string ends inside a number")
+    last = np.flatnonzero((codes & 0x20) == 0)  # the final group of each number
+    first = np.concatenate(([0], last[:-1] + 1))
+    group = np.arange(codes.size) - np.repeat(first, last - first + 1)  # k: position within its number
+    if group.size and group.max() > 12:
+        raise ValueError("RLE counts string holds a number too large for 64 bits")
+    x = np.add.reduceat((codes & 0x1F) << (5 * group), first)
+    negative = (codes[last] & 0x10) != 0
+    x[negative] |= np.int64(-1) << (5 * (group[last][negative] + 1))  # sign-extend
+    # maskApi.c: 'if(m>2) x+=cnts[m-2]': counts 2, 4, 6... and 1, 3, 5... are running sums
+    counts = x.copy()
+    counts[2::2] = np.cumsum(x[2::2])
+    counts[1::2] = np.cumsum(x[1::2])
+    return counts.tolist()
 
 
 def encode_rle(mask: np.ndarray) -> str:
     """mask (H, W) bool -> COCO compressed counts string (pycocotools' `counts`, decoded to str)."""
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    return counts_to_string(run_lengths(mask))
+    return describe_mask(mask).counts
 
 
 def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     """COCO compressed counts string -> mask (height, width) bool."""
-    runs = string_to_counts(counts)
-    if any(r < 0 for r in runs) or sum(runs) != height * width:
-        raise ValueError(f"RLE runs cover {sum(runs)} pixels, not {height}x{width}, or are negative")
+    runs = np.asarray(string_to_counts(counts), dtype=np.int64)
+    if (runs < 0).any() or runs.sum() != height * width:
+        raise ValueError(f"RLE runs cover {runs.sum()} pixels, not {height}x{width}, or are negative")
     values = np.arange(len(runs)) % 2 == 1  # background first
     flat = np.repeat(values, runs)
     return flat.reshape(width, height).T
@@ -87,14 +168,11 @@ def mask_area(mask: np.ndarray) -> int:
     return int(np.count_nonzero(mask))
 
 
-def mask_box(mask: np.ndarray) -> Optional[tuple[float, float, float, float]]:
+def mask_box(mask: np.ndarray) -> Optional[Box]:
     """(x0, y0, x1, y1) of the set pixels, x1/y1 exclusive; None for an empty mask.
 
     Exclusive ends make x1 - x0 and y1 - y0 equal COCO's bbox w and h (pycocotools' toBbox
     gives [x0, y0, w, h]), and the same box as prompts use for a filled integer box.
     """
-    columns = np.flatnonzero(mask.any(axis=0))
-    if columns.size == 0:
-        return None
-    rows = np.flatnonzero(mask.any(axis=1))
-    return (float(columns[0]), float(rows[0]), float(columns[-1] + 1), float(rows[-1] + 1))
+    bounds = crop_bounds(np.asarray(mask, dtype=bool)) if np.size(mask) else None
+    return None if bounds is None else tuple(float(v) for v in bounds)
