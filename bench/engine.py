@@ -152,9 +152,10 @@ def timed(run: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 
 def save_masks(path: Path, results: list[TileMasks]) -> None:
     """All masks bit-packed (N_total*H*W/8 bytes) with their per-tile counts; read with load_masks."""
-    counts = np.array([len(r.masks) for r in results])
-    shape = np.array(results[0].masks.shape[1:]) if results else np.zeros(2, int)
-    packed = np.packbits(np.concatenate([r.masks for r in results])) if results else np.zeros(0, np.uint8)
+    masks = [r.unpacked() for r in results]
+    counts = np.array([len(m) for m in masks])
+    shape = np.array(masks[0].shape[1:]) if masks else np.zeros(2, int)
+    packed = np.packbits(np.concatenate(masks)) if masks else np.zeros(0, np.uint8)
     np.savez(path, counts=counts, shape=shape, packed=packed)
 
 
@@ -349,6 +350,11 @@ def report(spec: Spec, naive: dict, engine: dict, job: dict) -> None:
                     f"actor peak RSS {gib(best['actor_peak_rss'])}, driver {gib(job['peak_rss'])}"))
     print(rate_line("(c) incl. Ray start-up", c_cold, tiles, boxes, f"c/b {b / c_cold:.2f}",
                     f"ray.init {job['ray_start']:.1f} s"))
+    # what a long run tends to: start-up (actor start, model load, the first tiles planned) and the
+    # last batches' encoding are paid once per run, the rest per tile
+    steady = c - best["first_predict"] - best["after_last_predict"]
+    print(rate_line("(c) first predict to last predict", steady, tiles, boxes, f"c/b {b / steady:.2f}",
+                    f"start-up {best['first_predict']:.1f} s, tail {best['after_last_predict']:.1f} s"))
     print(f"engine busy in (c): {best['busy']:.1f} s of {c:.1f} s = {best['busy'] / c:.0%} "
           f"({best['predict_calls']} predict calls; first starts {best['first_predict']:.1f} s after generate() "
           f"starts, last ends {best['after_last_predict']:.1f} s before it returns)")
@@ -379,6 +385,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...) for (c)")
     parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
     parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -394,14 +401,19 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
-        write_checkpoint(args.model_type, workdir / "checkpoint.pth")
-        spec = Spec(model_type=args.model_type, checkpoint=str(workdir / "checkpoint.pth"), scenes=str(workdir / "scenes"),
+        checkpoint = args.checkpoint or workdir / "checkpoint.pth"
+        if not checkpoint.exists():
+            write_checkpoint(args.model_type, checkpoint)
+        spec = Spec(model_type=args.model_type, checkpoint=str(checkpoint), scenes=str(workdir / "scenes"),
                     device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
                     repeats=args.repeats, num_cpus=args.num_cpus, workdir=str(workdir))
         results = {}
         for kind in ("naive", "engine", "job"):
             print(f"running ({'abc'[list(WORKERS).index(kind)]}) {kind} ...", flush=True)
             results[kind] = run_worker(kind, spec)
+            seconds = min(results[kind]["seconds"]) if kind != "job" else min(r["seconds"] for r in results[kind]["runs"])
+            tiles = results[kind].get("tiles") or results[kind]["runs"][0]["tiles"]
+            print(f"    {kind}: {seconds:.2f} s, {tiles / seconds:.3f} tiles/s", flush=True)
         report(spec, results["naive"], results["engine"], results["job"])
     finally:
         if args.keep is None:

@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join([*NAIVE, *STEPS]), help=f"some of {','.join([*NAIVE, *STEPS])}")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
+    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -156,48 +157,43 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="samrs-fastpath-"))
     try:
         make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
-        write_checkpoint(args.model_type, workdir / "checkpoint.pth")
-        spec = Spec(model_type=args.model_type, checkpoint=str(workdir / "checkpoint.pth"),
+        checkpoint = args.checkpoint or workdir / "checkpoint.pth"
+        if not checkpoint.exists():
+            write_checkpoint(args.model_type, checkpoint)
+        spec = Spec(model_type=args.model_type, checkpoint=str(checkpoint),
                     scenes=str(workdir / "scenes"), device=args.device, dtype=None, image_batch=1, prompt_chunk=None,
                     repeats=args.repeats, num_cpus=0, workdir=str(workdir))
         started = time.perf_counter()
-        print("reference: exact fp32 ...", flush=True)
         reference = run_step(spec, dict(EXACT, device=args.device), "exact")
-        results = {}
+        print(f"\nsam-{args.model_type} (random weights) on {args.device}, {reference['tiles']} tiles, "
+              f"{reference['boxes']} boxes, best of {args.repeats}; each line printed as its step ends")
+        print(f"{'step':<36}{'s':>8}{'tiles/s':>9}{'boxes/s':>9}{'vs first':>9}{'warm-up s':>10}  "
+              f"{'mean IoU':>9} {'logits rel err':>14}  peak RSS", flush=True)
+        print_step("exact fp32 (chunk 1, batch 1)", reference, reference, workdir, "exact")
+        first = None
         for name, settings in step_settings(chosen, args.device).items():
-            print(f"{name}: {settings}", flush=True)
-            results[name] = run_step(spec, settings, name)
-        report(args, reference, results, workdir, time.perf_counter() - started)
+            result = run_step(spec, settings, name)
+            first = first or result
+            title, change = {**NAIVE, **STEPS}[name]
+            fallback = change.get("dtype") == "bfloat16" and result["dtype_used"] != "torch.bfloat16"
+            print_step(f"{name} {title}" + (" (fp32: no native bf16)" if fallback else ""), result, first, workdir, name)
+        print(f"{time.perf_counter() - started:.0f} s in all")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, reference: dict, results: dict[str, dict], workdir: Path, total: float) -> None:
-    tiles, boxes = reference["tiles"], reference["boxes"]
-    ref_masks = load_masks(workdir / "masks-exact.npz")
-    ref_logits = np.load(workdir / "logits-exact.npy")
-    base = "L0" if "L0" in results else next(iter(results))
-    first = min(results[base]["seconds"])
-    print(f"\nsam-{args.model_type} (random weights) on {args.device}, {tiles} tiles, {boxes} boxes, best of "
-          f"{args.repeats}; {total:.0f} s in all")
-    print(f"{'step':<36}{'s':>8}{'tiles/s':>9}{'boxes/s':>9}{'vs ' + base:>7}{'warm-up s':>10}  "
-          f"{'mean IoU':>9} {'logits rel err':>14}  peak RSS")
-    exact = min(reference["seconds"])
-    print(f"{'exact fp32 (chunk 1, batch 1)':<36}{exact:8.2f}{tiles / exact:9.3f}{boxes / exact:9.2f}"
-          f"{first / exact:6.2f}x{reference['warm_up']:10.1f}  {1:9.6f} {0:14.1e}  {reference['peak_rss'] / 2**30:.2f} GiB")
-    for name, result in results.items():
-        best = min(result["seconds"])
-        agree = agreement(ref_masks, load_masks(workdir / f"masks-{name}.npz"))
-        logits = np.load(workdir / f"logits-{name}.npy")
-        rel = float(np.linalg.norm(logits - ref_logits) / np.linalg.norm(ref_logits))
-        title, change = {**NAIVE, **STEPS}[name]
-        fallback = change.get("dtype") == "bfloat16" and result["dtype_used"] != "torch.bfloat16"
-        label = f"{name} {title}" + (" (fp32: no native bf16)" if fallback else "")
-        print(f"{label:<36}{best:8.2f}{tiles / best:9.3f}{boxes / best:9.2f}{first / best:6.2f}x{result['warm_up']:10.1f}"
-              f"  {agree['mean_iou']:9.6f} {rel:14.1e}  {result['peak_rss'] / 2**30:.2f} GiB"
-              + (f", GPU {result['cuda_peak'] / 2**30:.2f} GiB" if result["cuda_peak"] is not None else ""))
-        print(f"{'':<36}all runs {'/'.join(f'{s:.1f}' for s in result['seconds'])} s; masks bit-identical "
-              f"{agree['identical']:.1%}, most pixels flipped {agree['worst_flipped']}")
+def print_step(label: str, result: dict, first: dict, workdir: Path, name: str) -> None:
+    """One step's figures, and its masks and logits against the exact fp32 reference."""
+    tiles, boxes = result["tiles"], result["boxes"]
+    best = min(result["seconds"])
+    agree = agreement(load_masks(workdir / "masks-exact.npz"), load_masks(workdir / f"masks-{name}.npz"))
+    reference = np.load(workdir / "logits-exact.npy")
+    rel = float(np.linalg.norm(np.load(workdir / f"logits-{name}.npy") - reference) / np.linalg.norm(reference))
+    print(f"{label:<36}{best:8.2f}{tiles / best:9.3f}{boxes / best:9.2f}{min(first['seconds']) / best:8.2f}x"
+          f"{result['warm_up']:10.1f}  {agree['mean_iou']:9.6f} {rel:14.1e}  {result['peak_rss'] / 2**30:.2f} GiB"
+          + (f", GPU {result['cuda_peak'] / 2**30:.2f} GiB" if result["cuda_peak"] is not None else ""))
+    print(f"{'':<36}all runs {'/'.join(f'{s:.2f}' for s in result['seconds'])} s; masks bit-identical "
+          f"{agree['identical']:.1%}, most pixels flipped {agree['worst_flipped']}", flush=True)
 
 
 if __name__ == "__main__":

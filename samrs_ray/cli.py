@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image-batch", type=int, default=4, help="tiles per image-encoder call")
     gen.add_argument("--prompt-chunk", type=int, help="prompts per decoder call (default: 64 GPU, 4 CPU)")
     gen.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best")
+    gen.add_argument("--compile", action="store_true",
+                     help="torch.compile SAM in each actor (pays on long GPU runs; see README, Performance)")
     gen.add_argument("--num-actors", type=int, help="mask actors (default: one per GPU, else 1)")
     gen.add_argument("--shard-tiles", type=int, default=1000, help="tiles per Parquet shard")
     gen.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where remote checkpoints are cached")
@@ -146,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         model=args.model, model_type=args.model_type, checkpoint=args.checkpoint,
         paint_order=args.paint_order, write_color=not args.no_color, storage_options=args.storage_options,
         device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
-        multimask=args.multimask, address=args.address, num_actors=args.num_actors,
+        multimask=args.multimask, compile=args.compile, address=args.address, num_actors=args.num_actors,
         shard_tiles=args.shard_tiles, cache_dir=args.cache_dir, **extra,
     )
 

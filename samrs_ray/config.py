@@ -49,6 +49,7 @@ class JobConfig:
     image_batch: int = 4
     prompt_chunk: Optional[int] = None  # None: 64 on GPUs, 4 on CPUs (see EngineSettings)
     multimask: bool = False
+    compile: bool = False  # torch.compile in each actor: minutes to compile, then faster (bench/RESULTS.md)
     # Ray
     address: Optional[str] = None  # None: start a local Ray
     num_actors: Optional[int] = None  # None: one per GPU, or 1 on a CPU-only cluster

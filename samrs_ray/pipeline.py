@@ -30,7 +30,7 @@ from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_siz
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.manifest import RunRecord
-from samrs_ray.outputs import encode_tile, output_paths, pack_masks, tile_pixels
+from samrs_ray.outputs import encode_tile, output_paths, tile_pixels
 from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene, record_annotation, settings_digest
 from samrs_ray.prompts import build_prompts
 
@@ -70,7 +70,8 @@ class MaskActor:
         model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
                                   prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
-                                  sdpa=True, threads=engine_threads(device, config.num_actors or 1))
+                                  sdpa=True, compile=config.compile, pack=True,
+                                  threads=engine_threads(device, config.num_actors or 1))
         self.backend = SamBackend(model, config.model_type, checksum, settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -109,7 +110,7 @@ class MaskActor:
             if isinstance(result, Exception):
                 fail(row, "infer", f"mask inference failed: {type(result).__name__}: {result}")
                 continue
-            row["masks"] = pack_masks(result.masks)
+            row["masks"] = result.packed()
             row["scores"] = result.scores.astype(np.float32).tobytes()
             row["prompt_boxes"] = prompt.boxes.astype(np.float32).tobytes()
 

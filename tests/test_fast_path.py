@@ -211,3 +211,16 @@ def test_pinned_transfers_give_the_same_masks_on_cuda(p0004_tile):
     [got] = pinned.predict([tile], [box_prompts(boxes)])
     np.testing.assert_array_equal(got.masks, expected.masks)
     np.testing.assert_array_equal(got.scores, expected.scores)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="packing on the device is a CUDA path")
+def test_masks_packed_on_cuda_equal_the_host_masks(p0004_tile):
+    tile, boxes = p0004_tile
+    model = build_sam("tiny")
+    [expected] = SamBackend(model, "tiny", "", EngineSettings(device="cuda", prompt_chunk=64)).predict(
+        [tile], [box_prompts(boxes)])
+    [got] = SamBackend(model, "tiny", "", EngineSettings(device="cuda", prompt_chunk=64, pack=True)).predict(
+        [tile], [box_prompts(boxes)])
+    assert got.masks is None and got.shape == expected.masks.shape
+    np.testing.assert_array_equal(got.unpacked(), expected.masks)
+    np.testing.assert_array_equal(got.scores, expected.scores)

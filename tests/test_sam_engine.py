@@ -22,7 +22,7 @@ from segment_anything import SamPredictor, sam_model_registry
 from samrs_ray.formats.dota import parse_dota
 from samrs_ray.masks.backend import PromptBatch, TileMasks
 from samrs_ray.masks.checkpoint import build_sam
-from samrs_ray.masks.sam import EngineSettings, SamBackend, supports_bfloat16
+from samrs_ray.masks.sam import EngineSettings, SamBackend, pack_bits, supports_bfloat16
 
 MAX_PIXELS_PER_MASK = 4
 TILE = 1024
@@ -224,3 +224,22 @@ def test_bfloat16_runs_where_native_else_falls_back_to_float32_with_a_warning(ti
             backend = SamBackend(tiny, "tiny", "", EngineSettings(dtype="bfloat16"))
         assert backend.dtype == torch.float32
         np.testing.assert_array_equal(backend.predict([tile], [box_prompts(boxes)])[0].masks, fp32.masks)
+
+
+def test_packed_masks_are_the_same_masks_bit_packed(tiny, p0004_tiles):
+    """The Ray job asks for packed masks (pack=True): the same bits np.packbits gives, scores unchanged."""
+    tiles, prompts = [t for t, _ in p0004_tiles], [box_prompts(b) for _, b in p0004_tiles]
+    plain = SamBackend(tiny, "tiny", "", EngineSettings(prompt_chunk=4)).predict(tiles, prompts)
+    packed = SamBackend(tiny, "tiny", "", EngineSettings(prompt_chunk=4, pack=True)).predict(tiles, prompts)
+    for p, q, (tile, boxes) in zip(plain, packed, p0004_tiles):
+        assert q.masks is None and q.shape == (len(boxes), 1024, 824)
+        assert q.packed() == np.packbits(p.masks, axis=None).tobytes()
+        np.testing.assert_array_equal(q.unpacked(), p.masks)
+        np.testing.assert_array_equal(q.scores, p.scores)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (1, 1, 1), (2, 8, 8), (4, 13, 3)])
+def test_device_bit_packing_matches_numpy(shape):
+    """pack_bits runs where the masks are (the GPU): np.packbits's layout, padding included."""
+    masks = np.random.default_rng(sum(shape)).random(shape) < 0.5
+    np.testing.assert_array_equal(pack_bits(torch.from_numpy(masks)).numpy(), np.packbits(masks, axis=None))

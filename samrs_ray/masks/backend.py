@@ -32,10 +32,30 @@ class PromptBatch:
 
 @dataclass
 class TileMasks:
-    """Backend output for one tile: masks (N, H, W) bool at tile resolution, scores (N,) float32."""
+    """Backend output for one tile: N masks at tile resolution and their scores (N,) float32.
 
-    masks: np.ndarray
+    masks: (N, H, W) bool; or None when the backend packed them on its device (8x fewer bytes
+    to copy back, no packing on the host), then bits: np.packbits(masks) ((N*H*W + 7) // 8,)
+    uint8 and shape: (N, H, W).
+    """
+
+    masks: Optional[np.ndarray]
     scores: np.ndarray
+    bits: Optional[np.ndarray] = None
+    shape: Optional[tuple[int, int, int]] = None
+
+    def packed(self) -> bytes:
+        """The masks as np.packbits(masks) bytes (what outputs.unpack_masks reads)."""
+        if self.masks is None:
+            return self.bits.tobytes()
+        return np.packbits(self.masks, axis=None).tobytes()
+
+    def unpacked(self) -> np.ndarray:
+        """The masks as (N, H, W) bool."""
+        if self.masks is not None:
+            return self.masks
+        count, height, width = self.shape
+        return np.unpackbits(self.bits, count=count * height * width).reshape(count, height, width).view(bool)
 
 
 class MaskBackend(Protocol):
