@@ -207,17 +207,40 @@ def load_sam(
         return build_sam("tiny").to(device).eval(), ""
     uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
     path = fetch_checkpoint(uri, cache_dir, storage_options)
-    state = read_state_dict(path, uri)
+    model = build_sam(model_type)
+    fit_state_dict(model, read_state_dict(path, uri), model_type, uri)
+    return model.to(device).eval(), sha256_file(path)
+
+
+def check_checkpoint(
+    model_type: str, checkpoint: Optional[str], cache_dir: str, storage_options: Optional[dict] = None
+) -> str:
+    """What load_sam checks (the file is a SAM state dict of `model_type`), without building the
+    model: its tensors are matched against a model on the meta device, which allocates nothing.
+    Returns the checkpoint's sha256 ('' for tiny SAM with random weights)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
+    if checkpoint is None and model_type == "tiny":
+        return ""
+    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
+    path = fetch_checkpoint(uri, cache_dir, storage_options)
+    with torch.device("meta"):
+        model = build_sam(model_type)
+    fit_state_dict(model, read_state_dict(path, uri), model_type, uri)
+    return sha256_file(path)
+
+
+def fit_state_dict(model: Sam, state: dict[str, torch.Tensor], model_type: str, uri: str) -> None:
+    """Load `state` into `model` (a model on the meta device takes the tensors themselves, copying
+    nothing), or raise CheckpointError saying which model type the file is for."""
     found = guess_model_type(state)
     if found is not None and found != model_type:
         raise CheckpointError(
             f"{uri}: checkpoint is for SAM {found}, not {model_type} "
             f"(its image encoder has the shape of {found}); use model type {found!r}"
         )
-    model = build_sam(model_type)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=next(model.parameters()).is_meta)
     except RuntimeError as error:
         hint = f" (it looks like {found})" if found else ""
         raise CheckpointError(f"{uri}: does not fit SAM {model_type}{hint}: {error}") from error
-    return model.to(device).eval(), sha256_file(path)
