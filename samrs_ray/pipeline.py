@@ -37,8 +37,8 @@ from samrs_ray.prompts import build_prompts
 
 PROCESSED, FAILED = "processed", "failed"
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
-ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per mask-actor call
-HELPER_NICENESS = 10  # CPU stages run below the mask actors' priority (see below_engine_priority)
+ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
+HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -121,8 +121,9 @@ class MaskActor:
 def below_engine_priority() -> None:
     """Lower this worker process's CPU priority (once; workers are reused) so that the planning and
     encoding tasks never take a core from a mask actor on the same node: a CPU engine's torch threads
-    wait for each other, so one preempted thread stalls them all (the job ran the engine 33% slower
-    than it runs alone on the 2-core bench box), and a GPU actor's Python thread must keep the GPU fed.
+    wait for each other, so one preempted thread stalls them all, and a GPU actor's Python thread
+    must keep the GPU fed. Ray starts every worker, actors included, at niceness 15 (raylet's
+    worker_niceness); tasks go to 19, which weighs 2.4x less than 15 for the kernel's scheduler.
     Tasks still use every core the actors leave idle."""
     current = os.nice(0)
     if current < HELPER_NICENESS:
@@ -353,9 +354,12 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
     # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
-    # small scenes), and each actor call costs a Ray round trip: so several encoder batches per call.
+    # small scenes), and each actor call costs a Ray round trip: so on a GPU, several encoder batches
+    # per call. A CPU engine takes seconds per tile, where the round trip is nothing and a big last
+    # call would only leave more tiles to encode after it.
+    rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
     ds = ds.map_batches(
-        MaskActor, fn_constructor_args=(config,), batch_size=ACTOR_BATCHES * config.image_batch, batch_format="numpy",
+        MaskActor, fn_constructor_args=(config,), batch_size=rows_per_call, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
     # encode as soon as the engine hands over a batch, so little is left to encode when it stops
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")

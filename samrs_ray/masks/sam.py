@@ -184,7 +184,7 @@ class SamBackend:
         """Resize and normalise one tile exactly as SamPredictor.set_image does."""
         target = self.transform.get_preprocess_shape(image.shape[0], image.shape[1], self.transform.target_length)
         # apply_image goes through PIL even when the size is already right, where PIL's resize is a copy
-        resized = image if target == image.shape[:2] else self.transform.apply_image(image)  # (h, w, 3) uint8
+        resized = np.require(image, requirements="W") if target == image.shape[:2] else self.transform.apply_image(image)
         pixels = self.to_device(torch.from_numpy(resized)).permute(2, 0, 1).contiguous()[None]
         return PreparedTile(
             pixels=self.model.preprocess(pixels),
