@@ -119,12 +119,13 @@ class MaskActor:
 
 
 def below_engine_priority() -> None:
-    """Lower this worker process's CPU priority (once; workers are reused) so that the planning and
-    encoding tasks never take a core from a mask actor on the same node: a CPU engine's torch threads
-    wait for each other, so one preempted thread stalls them all, and a GPU actor's Python thread
-    must keep the GPU fed. Ray starts every worker, actors included, at niceness 15 (raylet's
-    worker_niceness); tasks go to 19, which weighs 2.4x less than 15 for the kernel's scheduler.
-    Tasks still use every core the actors leave idle."""
+    """Lower this worker process's CPU priority (once; workers are reused) below the mask actors'.
+
+    Ray starts every worker, actors included, at niceness 15 (raylet's worker_niceness); planning
+    and encoding tasks go to 19, which the kernel's scheduler weighs 2.4x less. On a GPU node
+    15 CPU tasks would otherwise share the cores equally with the actor's one Python thread that
+    feeds the GPU. (On the 2-core bench box it changed nothing measurable: there the actor already
+    had both cores.) Tasks still use every core the actors leave idle."""
     current = os.nice(0)
     if current < HELPER_NICENESS:
         os.nice(HELPER_NICENESS - current)

@@ -17,6 +17,7 @@ from samrs_ray.masks.checkpoint import (
     OFFICIAL_CHECKPOINTS,
     CheckpointError,
     build_tiny_sam,
+    check_checkpoint,
     cache_name,
     fetch_checkpoint,
     guess_model_type,
@@ -81,6 +82,24 @@ def test_state_dict_missing_a_key_is_a_clear_error(tiny_checkpoint: Path, tmp_pa
     with pytest.raises(CheckpointError, match="does not fit SAM tiny") as error:
         load_sam("tiny", str(path), str(tmp_path))
     assert str(path) in str(error.value) and "iou_token" in str(error.value)
+
+
+def test_the_driver_check_finds_what_loading_finds_without_building_the_model(tiny_checkpoint: Path, tmp_path: Path):
+    """check_checkpoint (the job's driver) matches the file against a meta-device model: same checksum
+    as load_sam for a good file, the same errors for a wrong type, a missing key or a wrong shape."""
+    _, checksum = load_sam("tiny", str(tiny_checkpoint), str(tmp_path))
+    assert check_checkpoint("tiny", str(tiny_checkpoint), str(tmp_path)) == checksum != ""
+    assert check_checkpoint("tiny", None, str(tmp_path)) == ""
+    with pytest.raises(CheckpointError, match="'tiny'"):
+        check_checkpoint("vit_b", str(tiny_checkpoint), str(tmp_path))
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    del state["mask_decoder.iou_token.weight"]
+    state["mask_decoder.iou_prediction_head.layers.0.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "misfit.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="does not fit SAM tiny") as error:
+        check_checkpoint("tiny", str(path), str(tmp_path))
+    assert "iou_token" in str(error.value) and "size mismatch" in str(error.value)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

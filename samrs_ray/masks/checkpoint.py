@@ -201,12 +201,10 @@ def load_sam(
     Returns (model, sha256 of the checkpoint bytes). checkpoint=None means the official
     release file for vit_h/vit_l/vit_b, and random weights (fixed seed, sha '') for 'tiny'.
     """
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
-    if checkpoint is None and model_type == "tiny":
+    source = checkpoint_source(model_type, checkpoint, cache_dir, storage_options)
+    if source is None:
         return build_sam("tiny").to(device).eval(), ""
-    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
-    path = fetch_checkpoint(uri, cache_dir, storage_options)
+    uri, path = source
     model = build_sam(model_type)
     fit_state_dict(model, read_state_dict(path, uri), model_type, uri)
     return model.to(device).eval(), sha256_file(path)
@@ -218,16 +216,27 @@ def check_checkpoint(
     """What load_sam checks (the file is a SAM state dict of `model_type`), without building the
     model: its tensors are matched against a model on the meta device, which allocates nothing.
     Returns the checkpoint's sha256 ('' for tiny SAM with random weights)."""
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
-    if checkpoint is None and model_type == "tiny":
+    source = checkpoint_source(model_type, checkpoint, cache_dir, storage_options)
+    if source is None:
         return ""
-    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
-    path = fetch_checkpoint(uri, cache_dir, storage_options)
+    uri, path = source
     with torch.device("meta"):
         model = build_sam(model_type)
     fit_state_dict(model, read_state_dict(path, uri), model_type, uri)
     return sha256_file(path)
+
+
+def checkpoint_source(
+    model_type: str, checkpoint: Optional[str], cache_dir: str, storage_options: Optional[dict]
+) -> Optional[tuple[str, str]]:
+    """(URI, local path) of the weights for `model_type`, fetched into the cache when remote; None
+    for tiny SAM without a checkpoint (random weights)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
+    if checkpoint is None and model_type == "tiny":
+        return None
+    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
+    return uri, fetch_checkpoint(uri, cache_dir, storage_options)
 
 
 def fit_state_dict(model: Sam, state: dict[str, torch.Tensor], model_type: str, uri: str) -> None:
