@@ -224,3 +224,20 @@ def test_masks_packed_on_cuda_equal_the_host_masks(p0004_tile):
     assert got.masks is None and got.shape == expected.masks.shape
     np.testing.assert_array_equal(got.unpacked(), expected.masks)
     np.testing.assert_array_equal(got.scores, expected.scores)
+
+
+def test_the_job_actor_builds_the_engine_from_the_command_line(tmp_path: Path):
+    """`--compile` and the job's fixed engine choices (SDPA, masks packed) reach the actor's SamBackend."""
+    from samrs_ray.cli import build_parser, config_from_args
+    from samrs_ray.pipeline import MaskActor
+
+    args = build_parser().parse_args(["generate", "--images", str(tmp_path / "i"), "--labels", str(tmp_path / "l"),
+                                      "--out", str(tmp_path / "o"), "--preset", "sota", "--model-type", "tiny",
+                                      "--compile"])
+    config = config_from_args(args)
+    assert config.compile
+    settings = MaskActor(config).backend.settings
+    assert settings.compile and settings.pack and settings.sdpa and settings.device == "cpu"
+    plain = config_from_args(build_parser().parse_args(["generate", "--images", "i", "--labels", "l", "--out", "o",
+                                                            "--preset", "sota"]))
+    assert not plain.compile
