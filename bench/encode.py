@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from samrs_ray.classes import IGNORE_ID
+from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.formats.dota import parse_dota
 from samrs_ray.masks import png
 from samrs_ray.masks.labelmap import paint_label_map
@@ -43,10 +43,10 @@ from samrs_ray.masks.rle import describe_mask
 from samrs_ray.outputs import pack_masks, unpack_masks
 from samrs_ray.tiling import Window, cut_tile, objects_in_window
 
-DOTA = Path("/work/shared/data/realsamples/dota")
+DOTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples" / "dota"
 SIZE = 1024
-PAD = (104, 116, 124)  # the DOTA preset's pad value (classes.py)
-PALETTE = [(i * 37 % 256, i * 91 % 256, i * 53 % 256) for i in range(18)]
+PAD = PRESETS["sota"].pad_value
+PALETTE = list(PRESETS["sota"].palette)
 
 
 # --- before: the code as it was ----------------------------------------------------------
