@@ -32,7 +32,8 @@ from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.checkpoint import check_checkpoint, load_sam
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, tile_pixels
-from samrs_ray.plan import ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene, record_annotation, settings_digest
+from samrs_ray.plan import (ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene,
+                             record_annotation, settings_digest)
 from samrs_ray.prompts import build_prompts
 
 PROCESSED, FAILED = "processed", "failed"

@@ -184,7 +184,8 @@ class SamBackend:
         """Resize and normalise one tile exactly as SamPredictor.set_image does."""
         target = self.transform.get_preprocess_shape(image.shape[0], image.shape[1], self.transform.target_length)
         # apply_image goes through PIL even when the size is already right, where PIL's resize is a copy
-        resized = np.require(image, requirements="W") if target == image.shape[:2] else self.transform.apply_image(image)
+        same_size = target == image.shape[:2]
+        resized = np.require(image, requirements="W") if same_size else self.transform.apply_image(image)
         pixels = self.to_device(torch.from_numpy(resized)).permute(2, 0, 1).contiguous()[None]
         return PreparedTile(
             pixels=self.model.preprocess(pixels),
@@ -238,7 +239,8 @@ class SamBackend:
         if self.settings.pack:
             stacked = torch.cat(masks)  # (N, H, W) bool on the device
             # numpy packs 15x faster than torch on a CPU; on a GPU, packing there copies 8x fewer bytes back
-            bits = np.packbits(stacked.numpy(), axis=None) if self.device.type == "cpu" else self.to_host(pack_bits(stacked))
+            on_cpu = self.device.type == "cpu"
+            bits = np.packbits(stacked.numpy(), axis=None) if on_cpu else self.to_host(pack_bits(stacked))
             self.wait()
             return TileMasks(masks=None, scores=np.concatenate([s.numpy() for s in scores]), bits=np.asarray(bits),
                              shape=tuple(stacked.shape))
