@@ -40,7 +40,7 @@ from samrs_ray.formats.dota import parse_dota
 from samrs_ray.masks import png
 from samrs_ray.masks.labelmap import paint_label_map
 from samrs_ray.masks.rle import describe_mask
-from samrs_ray.outputs import pack_masks, unpack_masks
+from samrs_ray.masks.backend import pack_masks, unpack_masks
 from samrs_ray.tiling import Window, cut_tile, objects_in_window
 
 DOTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples" / "dota"

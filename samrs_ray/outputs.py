@@ -3,7 +3,8 @@
     masks (N, H, W) bool + objects -> label map (H, W) uint8 -> PNG bytes
                                    -> N instance rows (COCO RLE, area, mask box)
 
-Masks travel between Ray stages bit-packed (8x smaller than bool arrays). Nothing here knows of Ray.
+Masks travel between Ray stages bit-packed (masks/backend.pack_masks: 8x smaller than bool arrays).
+Nothing here knows of Ray.
 """
 
 from __future__ import annotations
@@ -15,20 +16,10 @@ import fsspec
 import numpy as np
 
 from samrs_ray import storage
+from samrs_ray.masks.backend import unpack_masks
 from samrs_ray.masks.labelmap import paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
 from samrs_ray.masks.rle import describe_mask
-
-
-def pack_masks(masks: np.ndarray) -> bytes:
-    """masks (N, H, W) bool -> bytes (N*H*W/8, rounded up)."""
-    return np.packbits(masks, axis=None).tobytes()
-
-
-def unpack_masks(data: bytes, count: int, height: int, width: int) -> np.ndarray:
-    """Inverse of pack_masks -> (count, height, width) bool."""
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * height * width)
-    return bits.reshape(count, height, width).view(bool)  # unpackbits gives 0/1 bytes: valid bools, no copy
 
 
 def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from samrs_ray.masks.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
 from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, encode_rle, mask_area,
                                  mask_box, run_lengths, string_to_counts)
-from samrs_ray.outputs import pack_masks, unpack_masks
+from samrs_ray.masks.backend import pack_masks, unpack_masks
 
 ISAID_COLOURS = {(0, 127, 127): "large-vehicle", (0, 0, 127): "small-vehicle"}  # SOURCES.md
 

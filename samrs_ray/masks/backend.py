@@ -45,17 +45,23 @@ class TileMasks:
     shape: Optional[tuple[int, int, int]] = None
 
     def packed(self) -> bytes:
-        """The masks as np.packbits(masks) bytes (what outputs.unpack_masks reads)."""
-        if self.masks is None:
-            return self.bits.tobytes()
-        return np.packbits(self.masks, axis=None).tobytes()
+        """The masks as pack_masks bytes (what unpack_masks reads)."""
+        return self.bits.tobytes() if self.masks is None else pack_masks(self.masks)
 
     def unpacked(self) -> np.ndarray:
         """The masks as (N, H, W) bool."""
-        if self.masks is not None:
-            return self.masks
-        count, height, width = self.shape
-        return np.unpackbits(self.bits, count=count * height * width).reshape(count, height, width).view(bool)
+        return self.masks if self.masks is not None else unpack_masks(self.bits, *self.shape)
+
+
+def pack_masks(masks: np.ndarray) -> bytes:
+    """masks (N, H, W) bool -> bytes (N*H*W/8, rounded up): how masks travel between Ray stages."""
+    return np.packbits(masks, axis=None).tobytes()
+
+
+def unpack_masks(data: bytes | np.ndarray, count: int, height: int, width: int) -> np.ndarray:
+    """Inverse of pack_masks -> (count, height, width) bool."""
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * height * width)
+    return bits.reshape(count, height, width).view(bool)  # unpackbits gives 0/1 bytes: valid bools, no copy
 
 
 class MaskBackend(Protocol):
