@@ -123,6 +123,25 @@ def planned_tiles(spec: Spec) -> list[Tile]:
     return tiles
 
 
+def add_input_arguments(parser: argparse.ArgumentParser, copies: int) -> None:
+    """The options every bench here shares: which model, device, scenes and checkpoint."""
+    parser.add_argument("--model-type", choices=MODEL_TYPES, default="tiny")
+    parser.add_argument("--scenes", default="P0004,P1888", help="real-sample DOTA scenes to use")
+    parser.add_argument("--copies", type=int, default=copies, help="copies of each scene (P0004: 2 tiles, P1888: 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
+    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
+
+
+def prepare_inputs(args: argparse.Namespace, workdir: Path) -> str:
+    """workdir/scenes with the chosen scenes' copies; returns the checkpoint's path, written if missing."""
+    make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
+    checkpoint = args.checkpoint or workdir / "checkpoint.pth"
+    if not checkpoint.exists():
+        write_checkpoint(args.model_type, checkpoint)
+    return str(checkpoint)
+
+
 def write_checkpoint(model_type: str, path: Path) -> None:
     """Random weights (seed 0) as a plain state dict, the form of the official release files."""
     torch.manual_seed(0)
@@ -374,19 +393,14 @@ def fmt(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-type", choices=MODEL_TYPES, default="tiny")
-    parser.add_argument("--scenes", default="P0004,P1888", help="real-sample DOTA scenes to use")
-    parser.add_argument("--copies", type=int, default=2, help="copies of each scene (P0004: 2 tiles, P1888: 1)")
-    parser.add_argument("--device", default="cpu")
+    add_input_arguments(parser, copies=2)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="engine and job dtype; default: the job's (bf16 on GPUs, fp32 on CPUs)")
     parser.add_argument("--image-batch", type=int, default=4)
     parser.add_argument("--prompt-chunk", type=int, default=None, help="default: the job's (64 on GPUs, 4 on CPUs)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each of (a), (b), (c); the best counts")
     parser.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...) for (c)")
-    parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
-    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
     parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -401,11 +415,7 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="samrs-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
-        checkpoint = args.checkpoint or workdir / "checkpoint.pth"
-        if not checkpoint.exists():
-            write_checkpoint(args.model_type, checkpoint)
-        spec = Spec(model_type=args.model_type, checkpoint=str(checkpoint), scenes=str(workdir / "scenes"),
+        spec = Spec(model_type=args.model_type, checkpoint=prepare_inputs(args, workdir), scenes=str(workdir / "scenes"),
                     device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
                     repeats=args.repeats, num_cpus=args.num_cpus, workdir=str(workdir))
         results = {}

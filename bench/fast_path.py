@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import (REALSAMPLES, Spec, Tile, agreement, load_masks, make_scenes, naive_predict, peak_rss,
-                    planned_tiles, save_masks, timed, write_checkpoint)
-from samrs_ray.masks.checkpoint import MODEL_TYPES, load_sam
+from engine import (Spec, Tile, add_input_arguments, agreement, load_masks, naive_predict, peak_rss, planned_tiles,
+                    prepare_inputs, save_masks, timed)
+from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend
 
@@ -134,14 +134,9 @@ def run_step(spec: Spec, settings: dict[str, Any], name: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-type", choices=MODEL_TYPES, default="tiny")
-    parser.add_argument("--scenes", default="P0004,P1888")
-    parser.add_argument("--copies", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    add_input_arguments(parser, copies=1)
     parser.add_argument("--steps", default=",".join([*NAIVE, *STEPS]), help=f"some of {','.join([*NAIVE, *STEPS])}")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
-    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -156,11 +151,7 @@ def main() -> None:
         sys.exit(f"unknown steps {sorted(unknown)}; choose from {[*NAIVE, *STEPS]}")
     workdir = Path(tempfile.mkdtemp(prefix="samrs-fastpath-"))
     try:
-        make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
-        checkpoint = args.checkpoint or workdir / "checkpoint.pth"
-        if not checkpoint.exists():
-            write_checkpoint(args.model_type, checkpoint)
-        spec = Spec(model_type=args.model_type, checkpoint=str(checkpoint),
+        spec = Spec(model_type=args.model_type, checkpoint=prepare_inputs(args, workdir),
                     scenes=str(workdir / "scenes"), device=args.device, dtype=None, image_batch=1, prompt_chunk=None,
                     repeats=args.repeats, num_cpus=0, workdir=str(workdir))
         started = time.perf_counter()

@@ -20,29 +20,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
 
 import torch
 
-from engine import REALSAMPLES, Spec, job_config, make_scenes, planned_tiles, write_checkpoint
-from samrs_ray.masks.checkpoint import MODEL_TYPES
+from engine import Spec, add_input_arguments, job_config, planned_tiles, prepare_inputs, timed
 from samrs_ray.pipeline import MaskActor, resolve_engine
-
-T = TypeVar("T")
-
-
-def synced(device: torch.device, step: Callable[[], T]) -> tuple[T, float]:
-    """step() and its seconds, the device's queued work included."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    result = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - started
 
 
 def stage_seconds(backend, tiles) -> dict[str, float]:
@@ -53,12 +37,12 @@ def stage_seconds(backend, tiles) -> dict[str, float]:
         image_pe = backend.model.prompt_encoder.get_dense_pe()
         for start in range(0, len(tiles), backend.image_batch):
             group = tiles[start : start + backend.image_batch]
-            prepared, elapsed = synced(device, lambda: [backend.prepare(t.image) for t in group])
+            prepared, elapsed = timed(lambda: [backend.prepare(t.image) for t in group], device)
             seconds["prepare"] += elapsed
-            embeddings, elapsed = synced(device, lambda: backend.encode(prepared))
+            embeddings, elapsed = timed(lambda: backend.encode(prepared), device)
             seconds["encode"] += elapsed
             for tile, embedding, source in zip(prepared, embeddings, group):
-                _, elapsed = synced(device, lambda: backend.decode_tile(tile, embedding, source.prompts, image_pe))
+                _, elapsed = timed(lambda: backend.decode_tile(tile, embedding, source.prompts, image_pe), device)
                 seconds["decode"] += elapsed
     return seconds
 
@@ -77,24 +61,15 @@ def write_trace(backend, tiles, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-type", choices=MODEL_TYPES, default="tiny")
-    parser.add_argument("--scenes", default="P0004,P1888")
-    parser.add_argument("--copies", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    add_input_arguments(parser, copies=1)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--image-batch", type=int, default=4)
     parser.add_argument("--prompt-chunk", type=int, default=None)
-    parser.add_argument("--checkpoint", type=Path, help="random-weights checkpoint to reuse (written there if missing)")
     parser.add_argument("--trace", type=Path, default=None, help="also write a torch.profiler trace here")
-    parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="samrs-stages-"))
-    make_scenes(args.realsamples, args.scenes.split(","), args.copies, workdir / "scenes")
-    checkpoint: Optional[Path] = args.checkpoint or workdir / "checkpoint.pth"
-    if not checkpoint.exists():
-        write_checkpoint(args.model_type, checkpoint)
-    spec = Spec(model_type=args.model_type, checkpoint=str(checkpoint), scenes=str(workdir / "scenes"),
+    spec = Spec(model_type=args.model_type, checkpoint=prepare_inputs(args, workdir), scenes=str(workdir / "scenes"),
                 device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
                 repeats=1, num_cpus=0, workdir=str(workdir))
     tiles = planned_tiles(spec)
@@ -102,7 +77,7 @@ def main() -> None:
     backend = MaskActor(resolve_engine(job_config(spec, out=str(workdir / "unused")), gpus)).backend
     backend.predict([tiles[0].image], [tiles[0].prompts])  # warm-up
 
-    _, whole = synced(backend.device, lambda: backend.predict([t.image for t in tiles], [t.prompts for t in tiles]))
+    _, whole = timed(lambda: backend.predict([t.image for t in tiles], [t.prompts for t in tiles]), backend.device)
     seconds = stage_seconds(backend, tiles)
     boxes = sum(len(t.prompts) for t in tiles)
     print(f"sam-{args.model_type} on {args.device} ({backend.dtype}, image_batch {backend.image_batch}, prompt_chunk "
