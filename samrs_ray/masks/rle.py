@@ -79,26 +79,27 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    height, width = mask.shape
     bounds = crop_bounds(mask) if mask.size else None
+    counts = counts_to_string(crop_counts(mask, bounds))
     if bounds is None:
-        return MaskSummary(counts_to_string([height * width]), 0, None)
+        return MaskSummary(counts, 0, None)
     x0, y0, x1, y1 = bounds
-    crop = mask[y0:y1, x0:x1]
-    counts = counts_from_transitions(crop_transitions(crop, x0, y0, height), height * width)
-    return MaskSummary(counts_to_string(counts), int(np.count_nonzero(crop)),
-                       (float(x0), float(y0), float(x1), float(y1)))
+    return MaskSummary(counts, int(np.count_nonzero(mask[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1)))
 
 
 def run_lengths(mask: np.ndarray) -> list[int]:
     """mask (H, W) bool -> COCO's uncompressed counts."""
     mask = np.asarray(mask, dtype=bool)
+    return crop_counts(mask, crop_bounds(mask) if mask.size else None).tolist()
+
+
+def crop_counts(mask: np.ndarray, bounds: Optional[tuple[int, int, int, int]]) -> np.ndarray:
+    """COCO counts (int64) of mask (H, W) bool, read inside `bounds` (crop_bounds'; None: empty mask)."""
     height, width = mask.shape
-    bounds = crop_bounds(mask) if mask.size else None
     if bounds is None:
-        return [height * width]
+        return np.array([height * width], dtype=np.int64)
     x0, y0, x1, y1 = bounds
-    return counts_from_transitions(crop_transitions(mask[y0:y1, x0:x1], x0, y0, height), height * width).tolist()
+    return counts_from_transitions(crop_transitions(mask[y0:y1, x0:x1], x0, y0, height), height * width)
 
 
 def counts_to_string(counts: Sequence[int] | np.ndarray) -> str:
