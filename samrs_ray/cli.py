@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.config import DEFAULT_CACHE_DIR, MODELS, ConfigError, JobConfig
-from samrs_ray.masks.checkpoint import MODEL_TYPES
+from samrs_ray.masks.model_types import MODEL_TYPES
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 
 

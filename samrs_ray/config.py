@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from samrs_ray.classes import PROMPT_TYPES, Preset
-from samrs_ray.masks.checkpoint import MODEL_TYPES
+from samrs_ray.masks.model_types import MODEL_TYPES
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 from samrs_ray.scenes import DEFAULT_MAX_PIXELS
 

@@ -29,7 +29,6 @@ from samrs_ray.annotation import InputIssue
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 from samrs_ray.masks.busy import timed_predict
-from samrs_ray.masks.checkpoint import check_checkpoint, load_sam
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, tile_pixels
 from samrs_ray.plan import (ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene,
@@ -41,6 +40,10 @@ HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
 ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
+# torch, torchvision and segment_anything are imported only where a model is built or checked
+# (MaskActor, model_checksum): every Ray worker that runs a planning, encoding or shard task
+# imports this module, and those imports cost ~3 s of CPU per worker at the start of a job.
+
 
 # --- model -------------------------------------------------------------------------------
 
@@ -50,6 +53,8 @@ def model_checksum(config: JobConfig) -> str:
     is processed ('' for the box backend and for tiny SAM with random weights)."""
     if config.model == "box":
         return ""
+    from samrs_ray.masks.checkpoint import check_checkpoint
+
     return check_checkpoint(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
 
 
@@ -65,6 +70,7 @@ class MaskActor:
             return
         import torch
 
+        from samrs_ray.masks.checkpoint import load_sam
         from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -278,3 +278,15 @@ def test_configuration_errors_stop_before_any_work(realsamples: Path, tmp_path: 
             assert "cannot write to --out" in capsys.readouterr().err
     finally:
         readonly.chmod(0o700)
+
+
+def test_stage_modules_do_not_import_torch() -> None:
+    """Every Ray worker that plans, encodes or writes shards imports samrs_ray.pipeline; torch,
+    torchvision and segment_anything (~3 s of CPU per worker) belong only to the mask actor."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, samrs_ray.pipeline, samrs_ray.cli, samrs_ray.config; "
+             "print(sorted(m for m in ('torch', 'torchvision', 'segment_anything') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"

@@ -21,14 +21,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
-
-# The release files named in the segment-anything README.
-OFFICIAL_CHECKPOINTS: dict[str, str] = {
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-}
+from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS
 
 TINY_DEPTH = 2
 TINY_EMBED_DIM = 64

@@ -1,0 +1,15 @@
+"""The SAM model types a job can ask for, and their official release files.
+
+Kept apart from checkpoint.py so that the configuration, the CLI and the Ray stages that
+never build a model can name model types without importing torch and segment_anything
+(about 3 s of CPU per process).
+"""
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
+
+# The release files named in the segment-anything README.
+OFFICIAL_CHECKPOINTS: dict[str, str] = {
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+}
