@@ -46,6 +46,41 @@ def test_round_trip_loads_the_saved_weights_and_records_the_checksum(tiny_checkp
     assert not (tmp_path / "cache").exists()  # a local file is used in place, not copied
 
 
+def test_loaded_model_equals_one_built_and_filled_the_usual_way(tiny_checkpoint: Path, tmp_path: Path):
+    """load_sam builds on the meta device and takes the file's tensors; the result must be the model
+    segment-anything's own build_sam(checkpoint=...) gives: every parameter and buffer (pixel_mean and
+    pixel_std are in no checkpoint), dtype and the image embedding of one tile."""
+    model, _ = load_sam("tiny", str(tiny_checkpoint), str(tmp_path))
+    usual = build_tiny_sam()
+    usual.load_state_dict(torch.load(tiny_checkpoint, weights_only=True))
+    ours = dict(model.named_parameters()) | dict(model.named_buffers())
+    theirs = dict(usual.named_parameters()) | dict(usual.named_buffers())
+    assert ours.keys() == theirs.keys() >= {"pixel_mean", "pixel_std"}
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == tensor.dtype and ours[name].device == tensor.device, name
+        assert torch.equal(ours[name], tensor), name
+    image = torch.randint(0, 256, (1, 3, 1024, 1024)).float()
+    with torch.no_grad():
+        assert torch.equal(model.image_encoder(model.preprocess(image[0])[None]),
+                           usual.image_encoder(usual.preprocess(image[0])[None]))
+
+
+def test_half_precision_checkpoint_is_upcast(tiny_checkpoint: Path, tmp_path: Path):
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in torch.load(tiny_checkpoint, weights_only=True).items()}, path)
+    model, _ = load_sam("tiny", str(path), str(tmp_path))
+    assert {t.dtype for t in model.state_dict().values()} == {torch.float32}
+
+
+def test_legacy_format_checkpoint_loads(tiny_checkpoint: Path, tmp_path: Path):
+    """Files saved before torch 1.6's zip format cannot be memory-mapped; they are read whole."""
+    path = tmp_path / "legacy.pth"
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save(saved, path, _use_new_zipfile_serialization=False)
+    model, _ = load_sam("tiny", str(path), str(tmp_path))
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+
+
 def test_tiny_without_checkpoint_is_seeded_random_with_no_checksum(tmp_path: Path):
     first, sha = load_sam("tiny", None, str(tmp_path))
     second, _ = load_sam("tiny", None, str(tmp_path))
