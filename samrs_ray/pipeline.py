@@ -59,9 +59,13 @@ def model_checksum(config: JobConfig) -> str:
 
 
 class MaskActor:
-    """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one)."""
+    """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one).
 
-    def __init__(self, config: JobConfig):
+    `checksum` is the checkpoint's sha256 as the driver found it (None: not checked); an actor
+    whose copy differs refuses to start rather than file its masks under the driver's checksum.
+    """
+
+    def __init__(self, config: JobConfig, checksum: Optional[str] = None):
         self.config = config
         if config.model == "box":
             from samrs_ray.masks.box import BoxBackend
@@ -74,7 +78,8 @@ class MaskActor:
         from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
+        model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options,
+                                   expected_sha=checksum)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
                                   prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
                                   sdpa=True, compile=config.compile, pack=True,
@@ -298,7 +303,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
     if todo:
         items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
-        rows += run_graph(items, plan_settings, write_settings, config, gpus)
+        rows += run_graph(items, plan_settings, write_settings, config, gpus, checksum)
     elapsed = time.perf_counter() - t0
 
     record = finish(fs, out, config, run_id, started, checksum, committed, index,
@@ -353,7 +358,7 @@ def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[l
 
 
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
-              config: JobConfig, gpus: float) -> list[dict[str, Any]]:
+              config: JobConfig, gpus: float, checksum: str) -> list[dict[str, Any]]:
     """The streaming graph; returns the light summary row of every scene, tile and error."""
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
@@ -367,7 +372,7 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     # call would only leave more tiles to encode after it.
     rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
     ds = ds.map_batches(
-        MaskActor, fn_constructor_args=(config,), batch_size=rows_per_call, batch_format="numpy",
+        MaskActor, fn_constructor_args=(config, checksum), batch_size=rows_per_call, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
     # encode as soon as the engine hands over a batch, so little is left to encode when it stops
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")

@@ -65,6 +65,15 @@ def test_loaded_model_equals_one_built_and_filled_the_usual_way(tiny_checkpoint:
                            usual.image_encoder(usual.preprocess(image[0])[None]))
 
 
+def test_a_copy_other_than_the_drivers_is_refused(tiny_checkpoint: Path, tmp_path: Path):
+    """Each mask actor loads its own copy; if its bytes are not the ones the driver checked (the file
+    was replaced during the run, or a node's cache is stale), it refuses, naming both checksums."""
+    _, sha = load_sam("tiny", str(tiny_checkpoint), str(tmp_path), expected_sha=sha256_file(str(tiny_checkpoint)))
+    other = "f" * 64
+    with pytest.raises(CheckpointError, match=f"tiny.pth: this worker's copy .* has sha256 {sha[:12]}.*ffffffffffff"):
+        load_sam("tiny", str(tiny_checkpoint), str(tmp_path), expected_sha=other)
+
+
 def test_half_precision_checkpoint_is_upcast(tiny_checkpoint: Path, tmp_path: Path):
     path = tmp_path / "half.pth"
     torch.save({k: v.half() for k, v in torch.load(tiny_checkpoint, weights_only=True).items()}, path)

@@ -193,17 +193,28 @@ def load_sam(
     cache_dir: str,
     storage_options: Optional[dict] = None,
     device: str = "cpu",
+    expected_sha: Optional[str] = None,
 ) -> tuple[Sam, str]:
     """SAM of `model_type` with the weights at `checkpoint` (any fsspec URI), in eval mode.
 
     Returns (model, sha256 of the checkpoint bytes). checkpoint=None means the official
     release file for vit_h/vit_l/vit_b, and random weights (fixed seed, sha '') for 'tiny'.
+    With `expected_sha` (what the job's driver found), a file with other bytes is refused.
     """
     source = checkpoint_source(model_type, checkpoint, cache_dir, storage_options)
     if source is None:
         return build_sam("tiny").to(device).eval(), ""
     uri, path = source
-    return sam_from_file(model_type, path, uri).to(device).eval(), sha256_file(path)
+    model, sha = sam_from_file(model_type, path, uri), sha256_file(path)
+    if expected_sha is not None and sha != expected_sha:
+        # Outputs are fingerprinted with the driver's checksum; masks from other weights must not
+        # be filed under it.
+        raise CheckpointError(
+            f"{uri}: this worker's copy ({path}) has sha256 {sha[:12]}..., the job's driver read "
+            f"{expected_sha[:12]}...: the file changed during the run, or this node's cache holds "
+            f"an older copy (delete it to fetch the file again)"
+        )
+    return model.to(device).eval(), sha
 
 
 def check_checkpoint(
