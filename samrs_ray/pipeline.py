@@ -61,11 +61,11 @@ def model_checksum(config: JobConfig) -> str:
 class MaskActor:
     """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one).
 
-    `checksum` is the checkpoint's sha256 as the driver found it (None: not checked); an actor
-    whose copy differs refuses to start rather than file its masks under the driver's checksum.
+    `expected_checksum` is the checkpoint's sha256 as the driver found it (None: not checked); an
+    actor whose copy differs refuses to start rather than file its masks under the driver's.
     """
 
-    def __init__(self, config: JobConfig, checksum: Optional[str] = None):
+    def __init__(self, config: JobConfig, expected_checksum: Optional[str] = None):
         self.config = config
         if config.model == "box":
             from samrs_ray.masks.box import BoxBackend
@@ -79,7 +79,7 @@ class MaskActor:
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options,
-                                   expected_sha=checksum)
+                                   expected_sha=expected_checksum)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
                                   prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
                                   sdpa=True, compile=config.compile, pack=True,

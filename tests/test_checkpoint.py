@@ -48,8 +48,8 @@ def test_round_trip_loads_the_saved_weights_and_records_the_checksum(tiny_checkp
 
 def test_loaded_model_equals_one_built_and_filled_the_usual_way(tiny_checkpoint: Path, tmp_path: Path):
     """load_sam builds on the meta device and takes the file's tensors; the result must be the model
-    segment-anything's own build_sam(checkpoint=...) gives: every parameter and buffer (pixel_mean and
-    pixel_std are in no checkpoint), dtype and the image embedding of one tile."""
+    one gets by building SAM (random init) and loading the file into it: every parameter and buffer
+    (pixel_mean and pixel_std are in no checkpoint), their dtypes, and the image embedding of a tile."""
     model, _ = load_sam("tiny", str(tiny_checkpoint), str(tmp_path))
     usual = build_tiny_sam()
     usual.load_state_dict(torch.load(tiny_checkpoint, weights_only=True))
