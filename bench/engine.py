@@ -21,6 +21,7 @@ on by $SAMRS_RAY_BUSY_LOG); the share of generate()'s wall time inside predict()
 the job kept the engine (on a GPU an upper bound of the accelerator's busy time).
 
     .venv/bin/python bench/engine.py                       # tiny, CPU, 2 copies = 6 tiles
+    .venv/bin/python bench/engine.py --copies 4 --plot timeline.png   # + a PNG of the job's predict() calls
     .venv/bin/python bench/engine.py --model-type vit_b --scenes P1888 --copies 1
     .venv/bin/python bench/engine.py --model-type vit_h --device cuda --dtype bfloat16 --copies 40 --num-cpus 8
 """
@@ -303,6 +304,7 @@ def job_worker(spec: Spec) -> dict[str, Any]:
                 "first_predict": min((x.start for x in intervals), default=wall_end) - wall_start,
                 "after_last_predict": wall_end - max((x.end for x in intervals), default=wall_start),
                 "actor_peak_rss": max((x.peak_rss for x in intervals), default=0),
+                "calls": [(x.start - wall_start, x.end - wall_start, x.tiles) for x in sorted(intervals, key=lambda x: x.start)],
                 "tiles": record.counts["processed"], "instances": record.counts["instances"],
                 "failed": record.counts["failed"], "out": str(out),
             })
@@ -387,6 +389,30 @@ def report(spec: Spec, naive: dict, engine: dict, job: dict) -> None:
               f"most pixels flipped in one mask {agree['worst_flipped']}")
 
 
+def plot_timeline(path: Path, spec: Spec, engine: dict, job: dict) -> None:
+    """PNG: the best job run's predict() calls on a time axis from generate()'s start, above the
+    time the engine alone took for the same tiles."""
+    from samrs_ray.figures import new_figure, to_png
+
+    best = min(job["runs"], key=lambda r: r["seconds"])
+    alone, run = min(engine["seconds"]), best["seconds"]
+    fig = new_figure(10, 2.6)
+    ax = fig.add_subplot()
+    ax.broken_barh([(start, end - start) for start, end, _ in best["calls"]], (1.6, 0.8), color="#4c72b0",
+                   edgecolor="white", linewidth=1.5)
+    for start, end, tiles in best["calls"]:
+        ax.text((start + end) / 2, 2.0, str(tiles), ha="center", va="center", color="white", fontsize=8)
+    ax.broken_barh([(0, run)], (1.1, 0.3), color="#cccccc")
+    ax.broken_barh([(0, alone)], (0.2, 0.8), color="#dd8452")
+    ax.set_yticks([2.0, 1.25, 0.6], ["(c) predict() calls\n(tiles per call)", "(c) generate()", "(b) engine alone"])
+    ax.set_xlim(0, max(run, alone) * 1.02)
+    ax.set_xlabel("seconds from the start of generate()")
+    ax.set_title(f"sam-{spec.model_type} on {spec.device}, {engine['tiles']} tiles: engine busy {best['busy'] / run:.0%} "
+                 f"of the job; start-up {best['first_predict']:.1f} s, tail {best['after_last_predict']:.1f} s, "
+                 f"c/b {alone / run:.2f}", fontsize=10)
+    path.write_bytes(to_png(fig))
+
+
 def fmt(values: list[float]) -> str:
     return "/".join(f"{v:.1f}" for v in values)
 
@@ -401,6 +427,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each of (a), (b), (c); the best counts")
     parser.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...) for (c)")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG timeline of the job's predict() calls here")
     parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -426,6 +453,9 @@ def main() -> None:
             tiles = results[kind].get("tiles") or results[kind]["runs"][0]["tiles"]
             print(f"    {kind}: {seconds:.2f} s, {tiles / seconds:.3f} tiles/s", flush=True)
         report(spec, results["naive"], results["engine"], results["job"])
+        if args.plot:
+            plot_timeline(args.plot, spec, results["engine"], results["job"])
+            print(f"timeline: {args.plot}")
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
