@@ -12,7 +12,7 @@ from pycocotools import mask as coco_mask
 from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.masks.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, encode_rle, mask_area,
+from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, encode_rle,
                                  mask_box, run_lengths, string_to_counts)
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 
@@ -47,7 +47,7 @@ def check_against_pycocotools(mask: np.ndarray) -> None:
     summary = describe_mask(mask)
     assert summary == MaskSummary(counts, simple_area(mask), simple_box(mask))
     assert np.array_equal(decode_rle(counts, *mask.shape), mask)
-    assert mask_area(mask) == int(coco_mask.area(reference))
+    assert summary.area == int(coco_mask.area(reference))
     box = mask_box(mask)
     if mask.any():
         x, y, w, h = coco_mask.toBbox(reference)

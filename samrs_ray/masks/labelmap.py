@@ -31,7 +31,7 @@ def paint_label_map(masks: np.ndarray, class_ids: np.ndarray, order: str = "anno
         raise ValueError(f"class ids must be in [0, {IGNORE_ID - 1}], got {class_ids.min()}..{class_ids.max()}")
     label = np.full(masks.shape[1:], IGNORE_ID, dtype=np.uint8)
     masks = masks.astype(bool, copy=False)
-    bounds = [crop_bounds(mask) if mask.size else None for mask in masks]
+    bounds = [crop_bounds(mask) for mask in masks]
     sequence = range(len(masks))
     if order == "area-desc":
         areas = np.array([0 if b is None else np.count_nonzero(m[b[1]:b[3], b[0]:b[2]])

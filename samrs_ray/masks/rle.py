@@ -32,7 +32,8 @@ class MaskSummary:
 
 
 def crop_bounds(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
-    """mask (H, W) bool -> (x0, y0, x1, y1) ints of the set pixels, ends exclusive; None if empty.
+    """mask (H, W) bool -> (x0, y0, x1, y1) ints of the set pixels, ends exclusive; None if no pixel
+    is set (a zero-size mask included).
 
     One pass over the full mask (rows), then only the rows y0..y1 for the columns.
     """
@@ -79,7 +80,7 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    bounds = crop_bounds(mask) if mask.size else None
+    bounds = crop_bounds(mask)
     counts = counts_to_string(crop_counts(mask, bounds))
     if bounds is None:
         return MaskSummary(counts, 0, None)
@@ -90,7 +91,7 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
 def run_lengths(mask: np.ndarray) -> list[int]:
     """mask (H, W) bool -> COCO's uncompressed counts."""
     mask = np.asarray(mask, dtype=bool)
-    return crop_counts(mask, crop_bounds(mask) if mask.size else None).tolist()
+    return crop_counts(mask, crop_bounds(mask)).tolist()
 
 
 def crop_counts(mask: np.ndarray, bounds: Optional[tuple[int, int, int, int]]) -> np.ndarray:
@@ -164,16 +165,11 @@ def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     return flat.reshape(width, height).T
 
 
-def mask_area(mask: np.ndarray) -> int:
-    """Number of set pixels (COCO's `area` for a mask)."""
-    return int(np.count_nonzero(mask))
-
-
 def mask_box(mask: np.ndarray) -> Optional[Box]:
     """(x0, y0, x1, y1) of the set pixels, x1/y1 exclusive; None for an empty mask.
 
     Exclusive ends make x1 - x0 and y1 - y0 equal COCO's bbox w and h (pycocotools' toBbox
     gives [x0, y0, w, h]), and the same box as prompts use for a filled integer box.
     """
-    bounds = crop_bounds(np.asarray(mask, dtype=bool)) if np.size(mask) else None
+    bounds = crop_bounds(np.asarray(mask, dtype=bool))
     return None if bounds is None else tuple(float(v) for v in bounds)
