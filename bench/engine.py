@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,8 @@ import numpy as np
 import torch
 
 from samrs_ray.classes import PRESETS
-from samrs_ray.masks.backend import PromptBatch, TileMasks
+from samrs_ray.masks.backend import PromptBatch, TileMasks, pack_masks, unpack_masks
+from samrs_ray.masks.busy import peak_rss
 from samrs_ray.masks.checkpoint import MODEL_TYPES, build_sam
 
 REALSAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples"
@@ -152,10 +152,6 @@ def write_checkpoint(model_type: str, path: Path) -> None:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
 def current_rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -176,15 +172,14 @@ def save_masks(path: Path, results: list[TileMasks]) -> None:
     masks = [r.unpacked() for r in results]
     counts = np.array([len(m) for m in masks])
     shape = np.array(masks[0].shape[1:]) if masks else np.zeros(2, int)
-    packed = np.packbits(np.concatenate(masks)) if masks else np.zeros(0, np.uint8)
-    np.savez(path, counts=counts, shape=shape, packed=packed)
+    packed = pack_masks(np.concatenate(masks)) if masks else b""
+    np.savez(path, counts=counts, shape=shape, packed=np.frombuffer(packed, np.uint8))
 
 
 def load_masks(path: Path) -> list[np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         counts, (height, width), packed = data["counts"], data["shape"], data["packed"]
-    flat = np.unpackbits(packed, count=int(counts.sum()) * height * width).reshape(-1, height, width).astype(bool)
-    return np.split(flat, np.cumsum(counts)[:-1])
+    return np.split(unpack_masks(packed, int(counts.sum()), height, width), np.cumsum(counts)[:-1])
 
 
 def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, float]:
