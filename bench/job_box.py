@@ -1,7 +1,7 @@
 """Benchmark: the whole job with the box backend (no model), end to end on a local Ray.
 
-The real DOTA samples (P0004: 2 tiles, P1888: 1 tile), linked --copies times under other
-names, go through samrs_ray.pipeline.generate(model='box'). Prints tiles/s and the share of
+The real DOTA samples (P0004: 2 tiles, P1888: 1 tile), copied --copies times under other
+names (bench/engine.py's make_scenes), go through samrs_ray.pipeline.generate(model='box'). Prints tiles/s and the share of
 the job's wall time spent inside the mask backend's predict() (the busy log of
 samrs_ray/masks/busy.py), i.e. how much of the job is planning, decoding, encoding, writing.
 
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import ray
 
+from engine import REALSAMPLES, make_scenes
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
 from samrs_ray.pipeline import generate
-
-REALSAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples"
 
 
 def main() -> None:
@@ -32,12 +31,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="samrs-job-box-"))
-    for folder in ("images", "labelTxt"):
-        (work / folder).mkdir()
-    for i in range(args.copies):
-        for scene in ("P0004", "P1888"):
-            os.symlink(REALSAMPLES / "dota" / "images" / f"{scene}.png", work / "images" / f"{scene}c{i}.png")
-            os.symlink(REALSAMPLES / "dota" / "labelTxt" / f"{scene}.txt", work / "labelTxt" / f"{scene}c{i}.txt")
+    make_scenes(REALSAMPLES, ["P0004", "P1888"], args.copies, work)
     log = work / "busy.log"
     os.environ[BUSY_LOG] = str(log)  # inherited by the Ray workers started below
     t0 = time.perf_counter()
