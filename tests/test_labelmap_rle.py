@@ -120,6 +120,14 @@ def test_rle_of_an_empty_mask_is_all_background():
     assert summary.area == 0 and summary.box is None
 
 
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0)])
+def test_zero_size_masks_are_empty(shape):
+    """A mask with no rows or no columns has no set pixel: one background run of 0, no box."""
+    mask = np.zeros(shape, bool)
+    assert describe_mask(mask) == MaskSummary(counts_to_string([0]), 0, None)
+    assert run_lengths(mask) == [0] and mask_box(mask) is None
+
+
 def test_counts_to_string_matches_pycocotools_on_big_and_negative_deltas():
     # runs from 0 to a full 1024x1024 tile: deltas of every sign and up to 5 groups
     rng = np.random.default_rng(5)
