@@ -197,10 +197,41 @@ def test_remote_checkpoint_is_copied_once_into_the_cache(tiny_checkpoint: Path, 
     assert " " not in Path(path).name and Path(path).name.endswith("tiny_sam.pth")
     assert os.listdir(cache) == [Path(path).name]  # no temporary file left behind
 
-    memory_fs.rm(uri)  # the second fetch must not need the remote any more
-    assert fetch_checkpoint(uri, str(cache)) == path
-    model, sha = load_sam("tiny", uri, str(cache))
+    assert fetch_checkpoint(uri, str(cache)) == path  # the same version: not copied again
+    assert os.listdir(cache) == [Path(path).name]
+
+    memory_fs.rm(uri)  # offline, or the object gone: the cached copy still serves, with a warning
+    with pytest.warns(UserWarning, match="using the cached copy"):
+        assert fetch_checkpoint(uri, str(cache)) == path
+    with pytest.warns(UserWarning, match="using the cached copy"):
+        model, sha = load_sam("tiny", uri, str(cache))
     assert sha == sha256_file(str(tiny_checkpoint))
+
+
+def test_a_checkpoint_replaced_on_s3_is_fetched_again(tiny_checkpoint: Path, tmp_path: Path, s3):
+    """A nightly run after new weights were uploaded under the same URI must use them: same size,
+    other bytes (only the ETag tells them apart), on a real S3 server."""
+    uri = s3.uri(f"test_checkpoint/{os.getpid()}-{tmp_path.name}/sam.pth")
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    first = tiny_checkpoint.read_bytes()
+    fs.pipe_file(uri, first)
+    cache = tmp_path / "cache"
+    old = fetch_checkpoint(uri, str(cache), s3.storage_options)
+    assert Path(old).read_bytes() == first
+    _, old_sha = load_sam("tiny", uri, str(cache), s3.storage_options)
+
+    torch.manual_seed(7)
+    second = tmp_path / "retrained" / tiny_checkpoint.name  # the same name inside torch's zip: the same size
+    second.parent.mkdir()
+    torch.save(build_tiny_sam().state_dict(), second)
+    assert second.stat().st_size == len(first) and second.read_bytes() != first
+    fs.pipe_file(uri, second.read_bytes())
+
+    new = fetch_checkpoint(uri, str(cache), s3.storage_options)
+    assert Path(new).read_bytes() == second.read_bytes()
+    assert os.listdir(cache) == [Path(new).name]  # the superseded copy is gone
+    _, new_sha = load_sam("tiny", uri, str(cache), s3.storage_options)
+    assert new_sha == sha256_file(str(second)) != old_sha
 
 
 def test_unfetchable_checkpoint_names_the_uri_and_leaves_no_partial_file(tmp_path: Path, memory_fs):

@@ -8,11 +8,14 @@ URI, raised when the model is loaded, i.e. before any tile is processed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import pickle
 import re
 import tempfile
+import warnings
 import zipfile
 from functools import partial
 from typing import Optional
@@ -103,20 +106,46 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def cache_name(uri: str) -> str:
-    """A safe file name for a remote URI: a short hash of the URI plus its sanitised basename."""
+# What object stores say about an object that changes when it is replaced: s3 (ETag,
+# LastModified), gcs (generation, md5Hash, updated), local (mtime), memory (created); size everywhere.
+VERSION_FIELDS = ("size", "ETag", "etag", "LastModified", "generation", "md5Hash", "updated", "mtime", "created")
+
+
+def cache_name(uri: str, version: str = "") -> str:
+    """A safe file name for one version of a remote URI: short hashes of the URI and of the
+    version, plus the URI's sanitised basename."""
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    stamp = hashlib.sha256(version.encode()).hexdigest()[:12]
     base = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]).lstrip(".") or "checkpoint"
-    return f"{digest}-{base[:100]}"
+    return f"{digest}-{stamp}-{base[:100]}"
+
+
+def remote_version(uri: str, storage_options: Optional[dict]) -> str:
+    """What the store says about the object at `uri` now (size, ETag, modification time, ...), as
+    one string that changes when the object is replaced. Raises when the store cannot be asked."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs.invalidate_cache(path)  # a listing cached by this process must not hide a replacement
+    info = fs.info(path)
+    return json.dumps({field: str(info[field]) for field in VERSION_FIELDS if field in info}, sort_keys=True)
+
+
+def cached_copies(cache_dir: str, uri: str) -> list[str]:
+    """Paths of the cached copies of `uri` (any version), newest first."""
+    prefix = cache_name(uri).split("-", 1)[0] + "-"
+    paths = [os.path.join(cache_dir, name) for name in os.listdir(cache_dir) if name.startswith(prefix)]
+    return sorted(paths, key=os.path.getmtime, reverse=True)
 
 
 def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] = None) -> str:
     """Local path of the checkpoint at `uri`.
 
     Local paths (or file://) are used in place. Anything else fsspec reads (s3://, gs://,
-    https://, memory://) is copied once into `cache_dir`; later calls reuse the copy. The
-    copy is written under a temporary name and renamed when complete, so an interrupted
-    download never leaves a file that looks like a finished checkpoint.
+    https://, memory://) is copied into `cache_dir`, one file per version of the object: the
+    store is asked for the object's size, ETag and modification time each time, so a
+    checkpoint replaced at the same URI is fetched again (and its older copies removed). When
+    the store cannot be asked (offline, or the object is gone), the newest cached copy is used,
+    with a warning. The copy is written under a temporary name and renamed when complete, so an
+    interrupted download never leaves a file that looks like a finished checkpoint.
     """
     if is_local(uri):
         path = uri[len("file://"):] if uri.startswith("file://") else uri
@@ -124,7 +153,16 @@ def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] =
             raise CheckpointError(f"{uri}: checkpoint file not found")
         return path
     os.makedirs(cache_dir, exist_ok=True)
-    target = os.path.join(cache_dir, cache_name(uri))
+    try:
+        version = remote_version(uri, storage_options)
+    except Exception as error:
+        copies = cached_copies(cache_dir, uri)
+        if not copies:
+            raise CheckpointError(f"{uri}: cannot fetch checkpoint: {type(error).__name__}: {error}") from error
+        warnings.warn(f"{uri}: cannot ask the store for the checkpoint's version ({type(error).__name__}: {error}); "
+                      f"using the cached copy {copies[0]}")
+        return copies[0]
+    target = os.path.join(cache_dir, cache_name(uri, version))
     if os.path.isfile(target):
         return target
     fd, partial_path = tempfile.mkstemp(dir=cache_dir, prefix=".partial-", suffix=".pth")
@@ -136,6 +174,10 @@ def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] =
     except Exception as error:
         os.unlink(partial_path)
         raise CheckpointError(f"{uri}: cannot fetch checkpoint: {type(error).__name__}: {error}") from error
+    for old in cached_copies(cache_dir, uri):
+        if old != target:
+            with contextlib.suppress(OSError):  # another process may have removed it first
+                os.unlink(old)
     return target
 
 
