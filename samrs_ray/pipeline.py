@@ -371,9 +371,13 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     # per call. A CPU engine takes seconds per tile, where the round trip is nothing and a big last
     # call would only leave more tiles to encode after it.
     rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
+    # Two calls per actor: Ray Data turns the next batch's block into numpy, and the last batch's
+    # masks into a block, in a second thread while __call__ runs; __call__ itself stays one at a
+    # time (Ray Data's lock), so the model never holds two batches' activations.
     ds = ds.map_batches(
         MaskActor, fn_constructor_args=(config, checksum), batch_size=rows_per_call, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors), num_gpus=1 if on_gpu else None)
+        compute=ray.data.ActorPoolStrategy(size=config.num_actors, max_concurrent_calls_per_actor=2),
+        num_gpus=1 if on_gpu else None)
     # encode as soon as the engine hands over a batch, so little is left to encode when it stops
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
     # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
