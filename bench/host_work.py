@@ -1,0 +1,129 @@
+"""Benchmark: the CPU work per tile outside the model, stage by stage, and the cores a node
+needs to feed its accelerator at a given rate.
+
+On a GPU node the engine only keeps the device busy if the CPU stages around it keep up:
+planning (read the scene, decode, hash, cut tiles), the mask actor's own work around
+predict() (prompts, result bytes), encoding (label map, RLEs, PNGs, writes) and shards
+(Parquet). This runs the job's own stage functions (samrs_ray.pipeline: plan_group,
+MaskActor, encode_batch, shard_batch) in one process, without Ray, on the real DOTA samples
+copied --copies times, and counts each stage's CPU seconds (time.process_time).
+
+Masks come from the box backend (a box's polygon filled): smooth like a trained SAM's, so
+encoding costs what it would with real weights (random-weight SAM masks are speckled and
+cost ~4x more to encode, bench/encode.py). The box backend's predict() is the stand-in for
+the device's share and is reported apart. Not counted: Ray's own work (moving blocks,
+Ray Data's executor), which bench/engine.py's (c) includes.
+
+    PYTHONPATH=. .venv/bin/python bench/host_work.py --copies 8 --rate 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engine import REALSAMPLES, make_scenes
+from samrs_ray import pipeline
+from samrs_ray.classes import PRESETS
+from samrs_ray.config import JobConfig
+from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_sizes, pair_by_stem
+from samrs_ray.masks.backend import TileMasks
+from samrs_ray.plan import TILE, TODO, PlanSettings, group_scenes, settings_digest
+
+STAGES = ("plan", "actor, outside predict()", "encode", "shard")
+
+
+class CpuClock:
+    """CPU seconds per stage; `predict` is also counted on its own, inside the actor's."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def run(self, stage: str, step: Callable[..., Any], *args: Any) -> Any:
+        start = time.process_time()
+        result = step(*args)
+        self.seconds[stage] += time.process_time() - start
+        return result
+
+    def timed_backend(self, backend: Any) -> Any:
+        """The backend with its predict() counted as 'predict', handing its masks over bit-packed as
+        SAM does on a GPU (EngineSettings.pack: packed on the device), so that the packing is
+        counted as the device's share, not the actor's."""
+        predict = backend.predict
+
+        def packed_predict(images, prompts):
+            return [TileMasks(masks=None, scores=r.scores, bits=np.packbits(r.masks, axis=None), shape=r.masks.shape)
+                    for r in predict(images, prompts)]
+
+        backend.predict = lambda images, prompts: self.run("predict", packed_predict, images, prompts)
+        return backend
+
+
+def as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Rows -> the numpy batch (object columns) a map_batches stage receives."""
+    batch = {}
+    for key in rows[0]:
+        column = np.empty(len(rows), dtype=object)
+        column[:] = [row[key] for row in rows]
+        batch[key] = column
+    return batch
+
+
+def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
+    """Run every stage over the scenes; returns (tiles, instances, CPU seconds per stage)."""
+    config = pipeline.resolve_engine(
+        JobConfig(preset=PRESETS["sota"], images=str(scenes / "images"), labels=str(scenes / "labelTxt"),
+                  out=str(out), model="box", write_color=True), gpus=0)
+    sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
+    pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_SUFFIXES["dota"], {})))
+    plan_settings = PlanSettings(config.preset, settings_digest(config.output_settings("")), config.max_pixels, {})
+    write_settings = pipeline.WriteSettings(
+        out=config.out, storage_options={}, prompt_type=config.preset.prompt, paint_order=config.paint_order,
+        palette=config.preset.palette, model_id=config.model_id, subset=config.preset.name)
+    clock = CpuClock()
+    rows = []
+    for item in pipeline.scene_items(group_scenes(pairs, sizes, 4), {}):
+        rows += clock.run("plan", pipeline.plan_group, item, plan_settings, True)
+    actor = pipeline.MaskActor(config)
+    actor.backend = clock.timed_backend(actor.backend)
+    encoded = []
+    for start in range(0, len(rows), config.image_batch):
+        batch = clock.run("actor", actor, as_batch(rows[start : start + config.image_batch]))
+        encoded.append(clock.run("encode", pipeline.encode_batch, batch, write_settings))
+    shard = clock.run("shard", pipeline.shard_batch, {k: np.concatenate([b[k] for b in encoded]) for k in encoded[0]},
+                      write_settings)
+    seconds = dict(clock.seconds)
+    seconds["actor, outside predict()"] = seconds.pop("actor") - seconds["predict"]
+    tiles = sum(r["kind"] == TILE and r["status"] == TODO for r in rows)
+    instances = int(sum(shard["n_instances"][shard["kind"] == TILE]))
+    return tiles, instances, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=8, help="copies of P0004 (2 tiles) and P1888 (1 tile)")
+    parser.add_argument("--rate", type=float, default=60.0, help="tiles/s the node must feed (the H100 target: 60)")
+    parser.add_argument("--realsamples", type=Path, default=REALSAMPLES)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="samrs-host-work-") as work:
+        make_scenes(args.realsamples, ["P0004", "P1888"], args.copies, Path(work) / "scenes")
+        tiles, instances, seconds = measure(Path(work) / "scenes", Path(work) / "out")
+    print(f"{tiles} tiles of 1024x1024, {instances} instances (box-backend masks), one process, CPU seconds per stage:")
+    total = 0.0
+    for stage in STAGES:
+        per_tile = seconds[stage] / tiles
+        total += per_tile
+        print(f"  {stage:26s} {1000 * per_tile:7.1f} ms/tile")
+    print(f"  {'all host stages':26s} {1000 * total:7.1f} ms/tile -> {args.rate:g} tiles/s needs "
+          f"{total * args.rate:.1f} cores like this one, before Ray's own work")
+    print(f"  (box backend predict(), the device's stand-in: {1000 * seconds['predict'] / tiles:.1f} ms/tile)")
+
+
+if __name__ == "__main__":
+    main()
