@@ -132,8 +132,12 @@ def remote_version(uri: str, storage_options: Optional[dict]) -> str:
 def cached_copies(cache_dir: str, uri: str) -> list[str]:
     """Paths of the cached copies of `uri` (any version), newest first."""
     prefix = cache_name(uri).split("-", 1)[0] + "-"
-    paths = [os.path.join(cache_dir, name) for name in os.listdir(cache_dir) if name.startswith(prefix)]
-    return sorted(paths, key=os.path.getmtime, reverse=True)
+    found = []
+    for name in os.listdir(cache_dir):
+        if name.startswith(prefix):
+            with contextlib.suppress(FileNotFoundError):  # another process removed it just now
+                found.append((os.path.getmtime(os.path.join(cache_dir, name)), os.path.join(cache_dir, name)))
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] = None) -> str:
