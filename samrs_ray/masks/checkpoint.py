@@ -111,13 +111,17 @@ def is_local(uri: str) -> bool:
 VERSION_FIELDS = ("size", "ETag", "etag", "LastModified", "generation", "md5Hash", "updated", "mtime", "created")
 
 
+def uri_digest(uri: str) -> str:
+    """The start of every cached file name of `uri`, whatever its version."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:16] + "-"
+
+
 def cache_name(uri: str, version: str = "") -> str:
     """A safe file name for one version of a remote URI: short hashes of the URI and of the
     version, plus the URI's sanitised basename."""
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
     stamp = hashlib.sha256(version.encode()).hexdigest()[:12]
     base = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]).lstrip(".") or "checkpoint"
-    return f"{digest}-{stamp}-{base[:100]}"
+    return f"{uri_digest(uri)}{stamp}-{base[:100]}"
 
 
 def remote_version(uri: str, storage_options: Optional[dict]) -> str:
@@ -131,12 +135,12 @@ def remote_version(uri: str, storage_options: Optional[dict]) -> str:
 
 def cached_copies(cache_dir: str, uri: str) -> list[str]:
     """Paths of the cached copies of `uri` (any version), newest first."""
-    prefix = cache_name(uri).split("-", 1)[0] + "-"
-    found = []
+    prefix, found = uri_digest(uri), []
     for name in os.listdir(cache_dir):
         if name.startswith(prefix):
+            path = os.path.join(cache_dir, name)
             with contextlib.suppress(FileNotFoundError):  # another process removed it just now
-                found.append((os.path.getmtime(os.path.join(cache_dir, name)), os.path.join(cache_dir, name)))
+                found.append((os.path.getmtime(path), path))
     return [path for _, path in sorted(found, reverse=True)]
 
 
