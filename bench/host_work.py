@@ -34,7 +34,7 @@ from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_sizes, pair_by_stem
 from samrs_ray.masks.backend import TileMasks
-from samrs_ray.plan import TILE, TODO, PlanSettings, group_scenes, settings_digest
+from samrs_ray.plan import TILE, TODO, group_scenes
 
 STAGES = ("plan", "actor, outside predict()", "encode", "shard")
 
@@ -82,10 +82,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
                   out=str(out), model="box", write_color=True), gpus=0)
     sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
     pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_SUFFIXES["dota"], {})))
-    plan_settings = PlanSettings(config.preset, settings_digest(config.output_settings("")), config.max_pixels, {})
-    write_settings = pipeline.WriteSettings(
-        out=config.out, storage_options={}, prompt_type=config.preset.prompt, paint_order=config.paint_order,
-        palette=config.preset.palette, model_id=config.model_id, subset=config.preset.name)
+    plan_settings, write_settings = pipeline.stage_settings(config, checksum="")
     clock = CpuClock()
     rows = []
     for item in pipeline.scene_items(group_scenes(pairs, sizes, 4), {}):

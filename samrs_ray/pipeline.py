@@ -273,7 +273,6 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     connect(config.address)
     gpus = ray.cluster_resources().get("GPU", 0) if config.model == "sam" else 0
     config = resolve_engine(config, gpus)
-    settings = config.output_settings(checksum)
 
     image_sizes = list_input(config.images, IMAGE_SUFFIXES, config)
     labels = list_input(config.labels, LABEL_SUFFIXES[config.preset.label_format], config)
@@ -287,11 +286,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     say(f"{len(pairs)} scenes, {len(pair_issues)} unpaired files; {sum(len(t) for t in index.tiles.values())} "
         f"tiles already on storage")
 
-    plan_settings = PlanSettings(config.preset, settings_digest(settings), config.max_pixels, config.storage_options)
-    write_settings = WriteSettings(
-        out=config.out, storage_options=config.storage_options, prompt_type=config.preset.prompt,
-        paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
-        model_id=config.model_id, subset=config.preset.name)
+    plan_settings, write_settings = stage_settings(config, checksum)
     parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     t0 = time.perf_counter()
@@ -310,6 +305,18 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
                     rows, [error_row(i) for i in pair_issues], len(pairs))
     say(summary_text(record, elapsed))
     return record
+
+
+def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, WriteSettings]:
+    """What the planning and the writing stages need of the job's configuration; the plan's
+    digest covers every output setting and the model's checksum, so a change recomputes tiles."""
+    plan = PlanSettings(config.preset, settings_digest(config.output_settings(checksum)), config.max_pixels,
+                        config.storage_options)
+    write = WriteSettings(
+        out=config.out, storage_options=config.storage_options, prompt_type=config.preset.prompt,
+        paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
+        model_id=config.model_id, subset=config.preset.name)
+    return plan, write
 
 
 def check_writable(fs, out: str, uri: str) -> None:
