@@ -85,7 +85,7 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     if bounds is None:
         return MaskSummary(counts, 0, None)
     x0, y0, x1, y1 = bounds
-    return MaskSummary(counts, int(np.count_nonzero(mask[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1)))
+    return MaskSummary(counts, int(np.count_nonzero(mask[y0:y1, x0:x1])), as_box(bounds))
 
 
 def run_lengths(mask: np.ndarray) -> list[int]:
@@ -172,4 +172,9 @@ def mask_box(mask: np.ndarray) -> Optional[Box]:
     gives [x0, y0, w, h]), and the same box as prompts use for a filled integer box.
     """
     bounds = crop_bounds(np.asarray(mask, dtype=bool))
-    return None if bounds is None else tuple(float(v) for v in bounds)
+    return None if bounds is None else as_box(bounds)
+
+
+def as_box(bounds: tuple[int, int, int, int]) -> Box:
+    """crop_bounds' ints -> the float box the manifest keeps."""
+    return tuple(float(v) for v in bounds)
