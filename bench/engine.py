@@ -299,7 +299,8 @@ def job_worker(spec: Spec) -> dict[str, Any]:
                 "first_predict": min((x.start for x in intervals), default=wall_end) - wall_start,
                 "after_last_predict": wall_end - max((x.end for x in intervals), default=wall_start),
                 "actor_peak_rss": max((x.peak_rss for x in intervals), default=0),
-                "calls": [(x.start - wall_start, x.end - wall_start, x.tiles) for x in sorted(intervals, key=lambda x: x.start)],
+                "calls": [(x.start - wall_start, x.end - wall_start, x.tiles)
+                          for x in sorted(intervals, key=lambda x: x.start)],
                 "tiles": record.counts["processed"], "instances": record.counts["instances"],
                 "failed": record.counts["failed"], "out": str(out),
             })
@@ -378,7 +379,8 @@ def report(spec: Spec, naive: dict, engine: dict, job: dict) -> None:
     if best["tiles"] != tiles or best["failed"]:
         print(f"WARNING: the job processed {best['tiles']} tiles ({best['failed']} failed), the engine {tiles}")
     a_masks, b_masks, c_masks = (load_masks(Path(r["masks"])) for r in (naive, engine, job))
-    for label, x, y in (("a vs b", a_masks, b_masks), (f"b vs c (first {len(c_masks)} tiles)", b_masks[:len(c_masks)], c_masks)):
+    pairs = (("a vs b", a_masks, b_masks), (f"b vs c (first {len(c_masks)} tiles)", b_masks[:len(c_masks)], c_masks))
+    for label, x, y in pairs:
         agree = agreement(x, y)
         print(f"masks {label}: mean IoU {agree['mean_iou']:.6f}, bit-identical {agree['identical']:.1%}, "
               f"most pixels flipped in one mask {agree['worst_flipped']}")

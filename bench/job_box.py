@@ -1,9 +1,10 @@
 """Benchmark: the whole job with the box backend (no model), end to end on a local Ray.
 
 The real DOTA samples (P0004: 2 tiles, P1888: 1 tile), copied --copies times under other
-names (bench/engine.py's make_scenes), go through samrs_ray.pipeline.generate(model='box'). Prints tiles/s and the share of
-the job's wall time spent inside the mask backend's predict() (the busy log of
-samrs_ray/masks/busy.py), i.e. how much of the job is planning, decoding, encoding, writing.
+names (bench/engine.py's make_scenes), go through samrs_ray.pipeline.generate(model='box').
+Prints tiles/s and the share of the job's wall time spent inside the mask backend's predict()
+(the busy log of samrs_ray/masks/busy.py), i.e. how much of the job is planning, decoding,
+encoding, writing.
 
     .venv/bin/python bench/job_box.py --copies 20
 """
