@@ -79,7 +79,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     """Run every stage over the scenes; returns (tiles, instances, CPU seconds per stage)."""
     config = pipeline.resolve_engine(
         JobConfig(preset=PRESETS["sota"], images=str(scenes / "images"), labels=str(scenes / "labelTxt"),
-                  out=str(out), model="box", write_color=True), gpus=0)
+                  out=str(out), model="box", write_color=True), local_gpus=0)
     sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
     pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_SUFFIXES["dota"], {})))
     plan_settings, write_settings = pipeline.stage_settings(config, checksum="")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
-from samrs_ray.config import DEFAULT_CACHE_DIR, MODELS, ConfigError, JobConfig
+from samrs_ray.config import DEFAULT_GPU_WAIT_S, MODELS, ConfigError, JobConfig
 from samrs_ray.masks.model_types import MODEL_TYPES
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 
@@ -71,16 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
     gen.add_argument("--max-pixels", type=int, help="refuse scenes larger than this many pixels")
-    gen.add_argument("--device", help="torch device for SAM (default: cuda when the actor has a GPU)")
-    gen.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: bfloat16 on GPUs, float32 on CPUs")
+    gen.add_argument("--gpus-per-actor", type=float, metavar="N",
+                     help="GPUs each SAM mask actor asks Ray for (default: 1 on a cluster, so its autoscaler starts "
+                          "GPU nodes; with a local Ray, 1 if this machine has a GPU); 0 for a CPU-only cluster")
+    gen.add_argument("--gpu-wait", type=float, default=DEFAULT_GPU_WAIT_S, metavar="SECONDS",
+                     help="how long to wait for the first GPU node before failing (default: %(default)g)")
+    gen.add_argument("--device", help="torch device for SAM (default: cuda where the actor's node has it, else cpu)")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16"],
+                     help="default: bfloat16 when GPUs are asked for, else float32")
     gen.add_argument("--image-batch", type=int, default=4, help="tiles per image-encoder call")
     gen.add_argument("--prompt-chunk", type=int, help="prompts per decoder call (default: 64 GPU, 4 CPU)")
     gen.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best")
     gen.add_argument("--compile", action="store_true",
                      help="torch.compile SAM in each actor (pays on long GPU runs; see README, Performance)")
-    gen.add_argument("--num-actors", type=int, help="mask actors (default: one per GPU, else 1)")
+    gen.add_argument("--num-actors", type=int,
+                     help="a fixed number of mask actors (default: with GPUs, a pool that grows with them; else 1)")
     gen.add_argument("--shard-tiles", type=int, default=1000, help="tiles per Parquet shard")
-    gen.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where remote checkpoints are cached")
+    gen.add_argument("--cache-dir", help="where each node caches remote checkpoints (default: ~/.cache/samrs-ray)")
     gen.add_argument("--address", help="Ray address (default: start a local Ray; 'auto' joins a running one)")
     add_storage(gen)
 
@@ -141,6 +149,26 @@ def make_preset(args: argparse.Namespace) -> Preset:
     return replace(base, **changes)
 
 
+# Ray's job supervisor sets this for the entrypoint of `ray job submit`; with it, the working
+# directory is Ray's uploaded copy of the submitter's, which Ray deletes after the job.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+PATH_OPTIONS = ("images", "labels", "out", "checkpoint", "classes")
+
+
+def refuse_relative_paths(args: argparse.Namespace) -> None:
+    """Under `ray job submit`, a relative local path means a folder inside Ray's temporary copy
+    of the working directory: inputs are not found there, and a dataset written there is
+    deleted with the job. Refuse it before any work."""
+    if RAY_JOB_ENV not in os.environ:
+        return
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value and "://" not in value and not os.path.isabs(value):
+            raise ConfigError(f"--{name} {value}: a relative path inside a Ray job resolves in Ray's temporary "
+                              f"copy of the working directory (deleted after the job); give an absolute path "
+                              f"that every node can read, or a URI such as s3://bucket/...")
+
+
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     extra = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
     return JobConfig(
@@ -149,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         paint_order=args.paint_order, write_color=not args.no_color, storage_options=args.storage_options,
         device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
         multimask=args.multimask, compile=args.compile, address=args.address, num_actors=args.num_actors,
+        gpus_per_actor=args.gpus_per_actor, gpu_wait_s=args.gpu_wait,
         shard_tiles=args.shard_tiles, cache_dir=args.cache_dir, **extra,
     )
 
@@ -158,6 +187,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from samrs_ray.pipeline import generate
 
     try:
+        refuse_relative_paths(args)
         record = generate(config_from_args(args))
     except (ConfigError, CheckpointError) as error:
         print(f"samrs-ray generate: {error}", file=sys.stderr)

@@ -21,7 +21,15 @@ from samrs_ray.scenes import DEFAULT_MAX_PIXELS
 RECIPE_VERSION = 1
 
 MODELS = ("sam", "box")
-DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "samrs-ray")
+# How long a run that asks for GPUs waits for the first GPU node (KubeRay: pod scheduling, image
+# pull, raylet start) before it fails and says how to run without GPUs.
+DEFAULT_GPU_WAIT_S = 900.0
+
+
+def default_cache_dir() -> str:
+    """Where remote checkpoints are cached on *this* node: each node resolves its own home, since
+    the driver's may not exist on a worker."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "samrs-ray")
 
 
 class ConfigError(ValueError):
@@ -44,17 +52,22 @@ class JobConfig:
     write_color: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)
     # engine
-    device: Optional[str] = None  # None: 'cuda' when the actor has a GPU, else 'cpu'
-    dtype: Optional[str] = None  # None: 'bfloat16' on GPUs, 'float32' on CPUs
+    # What each mask actor asks Ray for. None: 1 for SAM on a cluster (--address), so the autoscaler
+    # brings GPU nodes up; on the embedded local Ray, 1 when this machine has a GPU, else 0.
+    # Every engine default below follows from it, never from which nodes happen to be up.
+    gpus_per_actor: Optional[float] = None
+    gpu_wait_s: float = DEFAULT_GPU_WAIT_S
+    device: Optional[str] = None  # None: 'cuda' where the actor's node has CUDA, else 'cpu' (with a warning)
+    dtype: Optional[str] = None  # None: 'bfloat16' when GPUs are declared, else 'float32'
     image_batch: int = 4
-    prompt_chunk: Optional[int] = None  # None: 64 on GPUs, 4 on CPUs (see EngineSettings)
+    prompt_chunk: Optional[int] = None  # None: 64 with GPUs declared, else 4 (see EngineSettings)
     multimask: bool = False
     compile: bool = False  # torch.compile in each actor: minutes to compile, then faster (bench/RESULTS.md)
     # Ray
     address: Optional[str] = None  # None: start a local Ray
-    num_actors: Optional[int] = None  # None: one per GPU, or 1 on a CPU-only cluster
+    num_actors: Optional[int] = None  # None: with GPUs, a pool that grows with the GPUs; else 1
     shard_tiles: int = 1000  # tiles per Parquet shard
-    cache_dir: str = DEFAULT_CACHE_DIR
+    cache_dir: Optional[str] = None  # None: each node's own default_cache_dir()
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -72,8 +85,16 @@ class JobConfig:
             raise ConfigError("--prompt-chunk must be at least 1")
         if self.num_actors is not None and self.num_actors < 1:
             raise ConfigError("--num-actors must be at least 1")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ConfigError("--gpus-per-actor must be 0 (CPU only) or more")
+        if self.gpu_wait_s <= 0:
+            raise ConfigError("--gpu-wait must be a positive number of seconds")
         if self.out.rstrip("/") in (self.images.rstrip("/"), self.labels.rstrip("/")):
             raise ConfigError("--out must not be the --images or --labels folder")
+
+    def node_cache_dir(self) -> str:
+        """The checkpoint cache of the node this is called on."""
+        return self.cache_dir or default_cache_dir()
 
     @property
     def model_id(self) -> str:

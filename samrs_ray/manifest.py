@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import fsspec
@@ -123,6 +123,9 @@ class RunRecord:
     shards: list[str]  # names of the tiles/instances shard pairs in this version
     errors: list[str]  # names of the errors shards
     changes: dict[str, list[str]]  # tile ids processed / removed by this run (first ones only)
+    # where the run ran: seconds waited for the first GPU node (None: none asked for or none needed
+    # waiting), and {stage: {Ray node id: tiles}} for the tiles it computed
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()

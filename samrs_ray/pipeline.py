@@ -25,6 +25,7 @@ import pyarrow as pa
 import ray
 
 from samrs_ray import incremental, manifest, storage
+from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
@@ -38,6 +39,7 @@ from samrs_ray.prompts import build_prompts
 PROCESSED, FAILED = "processed", "failed"
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
 ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
+log = logging.getLogger(__name__)
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
 # torch, torchvision and segment_anything are imported only where a model is built or checked
@@ -55,7 +57,7 @@ def model_checksum(config: JobConfig) -> str:
         return ""
     from samrs_ray.masks.checkpoint import check_checkpoint
 
-    return check_checkpoint(config.model_type, config.checkpoint, config.cache_dir, config.storage_options)
+    return check_checkpoint(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)
 
 
 class MaskActor:
@@ -78,7 +80,12 @@ class MaskActor:
         from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
 
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, checksum = load_sam(config.model_type, config.checkpoint, config.cache_dir, config.storage_options,
+        if config.gpus_per_actor and device == "cpu":
+            # A node Ray counts as a GPU node without CUDA (a misconfigured image, Ray's fake
+            # autoscaler): the masks are still right, only slow; the settings stay the declared ones.
+            log.warning("mask actor on node %s: Ray gave it %g GPU but torch finds no CUDA; SAM runs on the CPU",
+                        this_node(), config.gpus_per_actor)
+        model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
                                    expected_sha=expected_checksum)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
                                   prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
@@ -91,6 +98,8 @@ class MaskActor:
         if todo:
             rows = [row_at(batch, i) for i in todo]
             self.infer(rows)
+            for row in rows:
+                row["mask_node"] = this_node()
             put_rows(batch, todo, rows)
         return batch
 
@@ -128,6 +137,11 @@ class MaskActor:
 
 
 # --- stages ------------------------------------------------------------------------------
+
+
+def this_node() -> str:
+    """The Ray node id of this worker: each tile records where each stage ran (_run.json 'cluster')."""
+    return ray.get_runtime_context().get_node_id()
 
 
 def below_engine_priority() -> None:
@@ -199,7 +213,8 @@ def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[
             try:
                 instances = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
                 row.update(status=PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
-                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           encode_node=this_node())
             except Exception as error:
                 fail(row, "write", f"cannot write tile outputs: {type(error).__name__}: {error}")
         put_rows(batch, todo, rows)
@@ -218,7 +233,7 @@ def shard_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[s
             [i for r in rows for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
         name = manifest.write_shard(fs, out, tiles, instances)
         for row in rows:
-            row["shard"] = name
+            row.update(shard=name, shard_node=this_node())
         put_rows(batch, done, rows)
     return cleared(batch, ("instances",), "[]")
 
@@ -239,14 +254,26 @@ def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> d
 # --- driver ------------------------------------------------------------------------------
 
 
-def resolve_engine(config: JobConfig, gpus: float) -> JobConfig:
-    """Fill the engine settings left to the hardware: bf16 and big prompt chunks on GPUs."""
-    on_gpu = gpus > 0 and config.device in (None, "cuda")
+def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
+    """Fill the engine settings from what the run declares: bf16 and big prompt chunks when its
+    mask actors ask for GPUs, fp32 and small chunks on CPUs.
+
+    The declaration is `gpus_per_actor`; left open, it is 1 for SAM on a cluster (`address`), and
+    on the embedded local Ray what this machine has (`local_gpus`, which is fixed). So the same
+    command gives the same settings, and so the same fingerprints, whichever nodes are up.
+    `num_actors` stays None for a GPU run: the mask pool then grows with the cluster's GPUs.
+    """
+    gpus = config.gpus_per_actor
+    if gpus is None:
+        wants_gpu = config.model == "sam" and config.device in (None, "cuda")
+        gpus = float(wants_gpu and (config.address is not None or local_gpus > 0))
+    on_gpu = gpus > 0
     return replace(
         config,
+        gpus_per_actor=gpus if config.model == "sam" else 0.0,
         dtype=config.dtype or ("bfloat16" if on_gpu else "float32"),
         prompt_chunk=config.prompt_chunk or (64 if on_gpu else 4),
-        num_actors=config.num_actors or (int(gpus) if on_gpu else 1),
+        num_actors=config.num_actors or (None if on_gpu else 1),
     )
 
 
@@ -271,8 +298,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     check_writable(fs, out, config.out)
     checksum = model_checksum(config)
     connect(config.address)
-    gpus = ray.cluster_resources().get("GPU", 0) if config.model == "sam" else 0
-    config = resolve_engine(config, gpus)
+    config = resolve_engine(config, ray.cluster_resources().get("GPU", 0) if config.address is None else 0)
 
     image_sizes = list_input(config.images, IMAGE_SUFFIXES, config)
     labels = list_input(config.labels, LABEL_SUFFIXES[config.preset.label_format], config)
@@ -296,13 +322,17 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     seen = [p for p in pairs if p.image_uri in known]
     rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known), plan_settings)
     todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
+    gpu_wait = None
     if todo:
+        if config.gpus_per_actor:
+            gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
         items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
-        rows += run_graph(items, plan_settings, write_settings, config, gpus, checksum)
+        rows += run_graph(items, plan_settings, write_settings, config, checksum)
     elapsed = time.perf_counter() - t0
 
+    cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(rows)}
     record = finish(fs, out, config, run_id, started, checksum, committed, index,
-                    rows, [error_row(i) for i in pair_issues], len(pairs))
+                    rows, [error_row(i) for i in pair_issues], len(pairs), cluster)
     say(summary_text(record, elapsed))
     return record
 
@@ -349,6 +379,9 @@ def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list
     for scene in group["scenes"]:
         pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
         rows += plan_scene(pair, settings, frozenset(scene["known"]), cut)
+    node = this_node()
+    for row in rows:
+        row["plan_node"] = node
     return rows
 
 
@@ -365,12 +398,12 @@ def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[l
 
 
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
-              config: JobConfig, gpus: float, checksum: str) -> list[dict[str, Any]]:
+              config: JobConfig, checksum: str) -> list[dict[str, Any]]:
     """The streaming graph; returns the light summary row of every scene, tile and error."""
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
     # batch overwrites its own files instead of duplicating rows.
-    on_gpu = config.model == "sam" and gpus > 0 and config.device in (None, "cuda")
+    on_gpu = bool(config.gpus_per_actor)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
     # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
@@ -383,8 +416,7 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     # time (Ray Data's lock), so the model never holds two batches' activations.
     ds = ds.map_batches(
         MaskActor, fn_constructor_args=(config, checksum), batch_size=rows_per_call, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors, max_concurrent_calls_per_actor=2),
-        num_gpus=1 if on_gpu else None)
+        compute=mask_pool(config.num_actors), num_gpus=config.gpus_per_actor or None)
     # encode as soon as the engine hands over a batch, so little is left to encode when it stops
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
     # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
@@ -395,9 +427,17 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     return [dict(r) for r in ds.iter_rows()]
 
 
+def mask_pool(num_actors: Optional[int]) -> ray.data.ActorPoolStrategy:
+    """A fixed pool of `num_actors`, or (None) Ray Data's autoscaling pool from one actor to as
+    many as the cluster's GPUs allow: it grows as the autoscaler adds GPU nodes during the run."""
+    sizes = {"size": num_actors} if num_actors else {"min_size": 1, "max_size": None}
+    return ray.data.ActorPoolStrategy(**sizes, max_concurrent_calls_per_actor=2)
+
+
 def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, checksum: str,
            committed: Optional[RunRecord], index: incremental.ShardIndex,
-           rows: list[dict[str, Any]], pair_errors: list[dict[str, Any]], n_pairs: int) -> RunRecord:
+           rows: list[dict[str, Any]], pair_errors: list[dict[str, Any]], n_pairs: int,
+           cluster: dict[str, Any]) -> RunRecord:
     """Errors shard, shard selection, commit, clean-up; returns the committed record."""
     tiles = [r for r in rows if r["kind"] == TILE]
     scenes = [r for r in rows if r["kind"] == SCENE]
@@ -459,10 +499,24 @@ def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, chec
                "checksum": checksum},
         counts=counts, shards=shards, errors=error_shards,
         changes={"processed": processed[:100], "removed": removed[:100]},
+        cluster=cluster,
     )
     manifest.commit(fs, out, record)
     incremental.collect_garbage(fs, out, record, set(wanted))
     return record
+
+
+STAGE_NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}
+
+
+def stage_nodes(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{stage: {node id: tiles}} over the tiles this run computed: where each stage ran."""
+    nodes: dict[str, dict[str, int]] = {stage: {} for stage in STAGE_NODE_COLUMNS}
+    for row in rows:
+        if row["kind"] == TILE and row["status"] == PROCESSED:
+            for stage, column in STAGE_NODE_COLUMNS.items():
+                nodes[stage][row[column]] = nodes[stage].get(row[column], 0) + 1
+    return nodes
 
 
 def summary_text(record: RunRecord, seconds: float) -> str:

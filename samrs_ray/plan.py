@@ -43,6 +43,7 @@ def empty_row() -> dict[str, Any]:
         "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,  # scene rows
         "n_instances": 0, "shard": "", "created_at": "",
         "reason": "", "stage": "", "line": -1,
+        "plan_node": "", "mask_node": "", "encode_node": "", "shard_node": "",  # Ray node ids (where each ran)
     }
 
 

@@ -9,6 +9,7 @@ URI, raised when the model is loaded, i.e. before any tile is processed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -161,6 +162,14 @@ def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] =
             raise CheckpointError(f"{uri}: checkpoint file not found")
         return path
     os.makedirs(cache_dir, exist_ok=True)
+    # One download per node: the mask actors of a node start together, and all but the first wait
+    # here, then find the finished copy.
+    with open(os.path.join(cache_dir, f".lock-{uri_digest(uri)}"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return fetch_unlocked(uri, cache_dir, storage_options)
+
+
+def fetch_unlocked(uri: str, cache_dir: str, storage_options: Optional[dict]) -> str:
     try:
         version = remote_version(uri, storage_options)
     except Exception as error:
