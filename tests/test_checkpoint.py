@@ -253,3 +253,39 @@ def test_unknown_model_type_is_refused(tmp_path: Path):
     assert MODEL_TYPES == ("vit_h", "vit_l", "vit_b", "tiny")
     with pytest.raises(ValueError, match="unknown SAM model type 'vit_x'"):
         load_sam("vit_x", None, str(tmp_path))
+
+
+def test_a_node_downloads_a_remote_checkpoint_once_while_its_actors_start_together(tmp_path: Path, monkeypatch):
+    """The mask actors of a node fetch under one lock per URI: never two downloads at once, and
+    the ones that waited find the finished copy."""
+    import threading
+    import time
+
+    from samrs_ray.masks import checkpoint
+
+    active, most, downloads = [0], [0], []
+    real = checkpoint.fetch_unlocked
+
+    def counted(uri, cache_dir, storage_options):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        time.sleep(0.2)
+        try:
+            path = real(uri, cache_dir, storage_options)
+            downloads.append(path)
+            return path
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(checkpoint, "fetch_unlocked", counted)
+    with fsspec.open("memory://models/lock-test.pth", "wb") as f:
+        f.write(b"weights")
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(
+        checkpoint.fetch_checkpoint("memory://models/lock-test.pth", str(tmp_path)))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and len(set(paths)) == 1 and len(paths) == 3
+    assert os.listdir(tmp_path) == [Path(paths[0]).name]

@@ -163,10 +163,13 @@ def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] =
         return path
     os.makedirs(cache_dir, exist_ok=True)
     # One download per node: the mask actors of a node start together, and all but the first wait
-    # here, then find the finished copy.
-    with open(os.path.join(cache_dir, f".lock-{uri_digest(uri)}"), "a") as lock:
+    # here, then find the finished copy. The lock is on the cache folder itself, so it leaves no file.
+    lock = os.open(cache_dir, os.O_RDONLY)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return fetch_unlocked(uri, cache_dir, storage_options)
+    finally:
+        os.close(lock)  # closing releases the lock
 
 
 def fetch_unlocked(uri: str, cache_dir: str, storage_options: Optional[dict]) -> str:
