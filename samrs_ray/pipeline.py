@@ -25,8 +25,8 @@ import pyarrow as pa
 import ray
 
 from samrs_ray import incremental, manifest, storage
-from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.annotation import InputIssue
+from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 from samrs_ray.masks.busy import timed_predict
@@ -36,10 +36,11 @@ from samrs_ray.plan import (ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, err
                              record_annotation, settings_digest)
 from samrs_ray.prompts import build_prompts
 
+log = logging.getLogger(__name__)
+
 PROCESSED, FAILED = "processed", "failed"
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
 ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
-log = logging.getLogger(__name__)
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
 # torch, torchvision and segment_anything are imported only where a model is built or checked
