@@ -120,8 +120,8 @@ class RayCluster:
         listed = subprocess.run([str(RAY), "list", "nodes", "--address", self.address, "--format", "json",
                                  "--filter", "state=ALIVE", "--detail"],
                                 env=self.env, capture_output=True, text=True, timeout=60)
-        if listed.returncode != 0:
-            return []
+        if listed.returncode != 0 or not listed.stdout.lstrip().startswith("["):
+            return []  # not up yet ('No resource in the cluster')
         return json.loads(listed.stdout)
 
     def wait_nodes(self, count: int, timeout_s: float = UP_TIMEOUT_S) -> list[dict[str, Any]]:
