@@ -7,6 +7,7 @@ Exit codes: 0 the run completed (quarantined inputs are listed in manifest/error
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
-from samrs_ray.config import DEFAULT_GPU_WAIT_S, MODELS, ConfigError, JobConfig
+from samrs_ray.config import MODELS, ConfigError, JobConfig
 from samrs_ray.masks.model_types import MODEL_TYPES
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 
@@ -47,47 +48,74 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
                              "S3 keys are better left to the AWS_* environment variables")
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """--help names every default that is a value (an open default is described in the help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, {}, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+# JobConfig's defaults, so the CLI cannot drift from the library
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobConfig)}
+
+
+def preset_values(field: str) -> str:
+    """'sota 1024, sior none, fast 600': a preset setting's default in each preset, for --help."""
+    return ", ".join(f"{name} {'none' if getattr(p, field) is None else getattr(p, field)}"
+                     for name, p in PRESETS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samrs-ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="make (or update) a segmentation dataset from detection boxes")
+    gen = commands.add_parser("generate", help="make (or update) a segmentation dataset from detection boxes",
+                              formatter_class=ShowDefaults)
     gen.add_argument("--preset", required=True, choices=[*PRESETS, "custom"],
                      help="sota (DOTA), sior (DIOR), fast (FAIR1M), or custom with --classes")
     gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...)")
     gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml)")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
-    gen.add_argument("--model", choices=MODELS, default="sam", help="sam, or box: fill the boxes (no weights)")
-    gen.add_argument("--model-type", choices=MODEL_TYPES, default="vit_h",
+    gen.add_argument("--model", choices=MODELS, default=DEFAULTS["model"],
+                     help="sam (without --checkpoint, downloads the official checkpoint: 2.4 GB for vit_h), "
+                          "or box: fill the boxes (no weights, no torch)")
+    gen.add_argument("--model-type", choices=MODEL_TYPES, default=DEFAULTS["model_type"],
                      help="SAM size; 'tiny' is a test model with random weights")
     gen.add_argument("--checkpoint", help="SAM checkpoint URI (default: the official release file)")
     gen.add_argument("--prompt", choices=PROMPT_TYPES, help="prompt kind (default: the preset's)")
-    gen.add_argument("--tile-size", type=tile_size, help="tile size in pixels, or 'none'")
-    gen.add_argument("--gap", type=int, help="overlap between neighbouring tiles, pixels")
-    gen.add_argument("--iof-thr", type=float, help="share of an object a tile must hold to keep it (0.7)")
+    gen.add_argument("--tile-size", type=tile_size,
+                     help=f"tile size in pixels, or 'none' (default: the preset's: {preset_values('tile_size')})")
+    gen.add_argument("--gap", type=int,
+                     help=f"overlap between neighbouring tiles, pixels (default: {preset_values('gap')})")
+    gen.add_argument("--iof-thr", type=float, help="share of an object a tile must hold to keep it "
+                                                   f"(default: {preset_values('iof_thr')})")
     gen.add_argument("--classes", help="custom preset: a file with one class name per line")
     gen.add_argument("--label-format", choices=LABEL_FORMATS, help="label format (default: the preset's)")
-    gen.add_argument("--paint-order", choices=PAINT_ORDERS, default="annotation",
+    gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
-    gen.add_argument("--max-pixels", type=int, help="refuse scenes larger than this many pixels")
+    gen.add_argument("--max-pixels", type=int,
+                     help=f"refuse scenes larger than this many pixels (default: {DEFAULTS['max_pixels']})")
     gen.add_argument("--gpus-per-actor", type=float, metavar="N",
                      help="GPUs each SAM mask actor asks Ray for (default: 1 on a cluster, so its autoscaler starts "
                           "GPU nodes; with a local Ray, 1 if this machine has a GPU); 0 for a CPU-only cluster")
-    gen.add_argument("--gpu-wait", type=float, default=DEFAULT_GPU_WAIT_S, metavar="SECONDS",
-                     help="how long to wait for the first GPU node before failing (default: %(default)g)")
+    gen.add_argument("--gpu-wait", type=float, default=DEFAULTS["gpu_wait_s"], metavar="SECONDS",
+                     help="how long to wait for the first GPU node before failing")
     gen.add_argument("--device", help="torch device for SAM (default: cuda where the actor's node has it, else cpu)")
     gen.add_argument("--dtype", choices=["float32", "bfloat16"],
                      help="default: bfloat16 when GPUs are asked for, else float32")
-    gen.add_argument("--image-batch", type=int, default=4, help="tiles per image-encoder call")
+    gen.add_argument("--image-batch", type=int, default=DEFAULTS["image_batch"], help="tiles per image-encoder call")
     gen.add_argument("--prompt-chunk", type=int, help="prompts per decoder call (default: 64 GPU, 4 CPU)")
     gen.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best")
     gen.add_argument("--compile", action="store_true",
                      help="torch.compile SAM in each actor (pays on long GPU runs; see README, Performance)")
     gen.add_argument("--num-actors", type=int,
                      help="a fixed number of mask actors (default: with GPUs, a pool that grows with them; else 1)")
-    gen.add_argument("--shard-tiles", type=int, default=1000, help="tiles per Parquet shard")
+    gen.add_argument("--shard-tiles", type=int, default=DEFAULTS["shard_tiles"], help="tiles per Parquet shard")
     gen.add_argument("--cache-dir", help="where each node caches remote checkpoints (default: ~/.cache/samrs-ray)")
     gen.add_argument("--address", help="Ray address (default: start a local Ray; 'auto' joins a running one)")
     add_storage(gen)
@@ -246,8 +274,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export_coco(args: argparse.Namespace) -> int:
     from samrs_ray.coco import write_coco
 
-    path, images, annotations = write_coco(args.out, args.dest, args.storage_options)
-    print(f"{path}: {images} images, {annotations} annotations")
+    path, root, images, annotations = write_coco(args.out, args.dest, args.storage_options)
+    print(f"{path}: {images} images (file names relative to {root}), {annotations} annotations")
     return 0
 
 

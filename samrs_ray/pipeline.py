@@ -24,16 +24,18 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from samrs_ray import incremental, manifest, storage
+import samrs_ray
+from samrs_ray import incremental, manifest, preflight, storage
 from samrs_ray.annotation import InputIssue
 from samrs_ray.capacity import wait_for_gpus
-from samrs_ray.config import ConfigError, JobConfig
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+from samrs_ray.config import JobConfig
+from samrs_ray.inputs import ScenePair
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.manifest import RunRecord
 from samrs_ray.outputs import encode_tile, output_paths, tile_pixels
 from samrs_ray.plan import (ERROR, SCENE, SKIPPED, TILE, TODO, PlanSettings, error_row, group_scenes, plan_scene,
                              record_annotation, settings_digest)
+from samrs_ray.progress import Progress
 from samrs_ray.prompts import build_prompts
 
 log = logging.getLogger(__name__)
@@ -278,11 +280,16 @@ def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
     )
 
 
-def connect(address: Optional[str]) -> None:
-    """Join the Ray cluster at `address`, or start a local one (the embedded default)."""
+def connect(address: Optional[str]) -> bool:
+    """Join the Ray cluster at `address`, or start a local one (the embedded default). Returns
+    whether this call did it (False: the caller's Ray is used, and left running)."""
     if ray.is_initialized():
-        return
+        return False
+    # Ray 2.60 warns on every start that token authentication is on: that is the intended setup
+    # (README, On a Ray cluster), not something for the user to act on.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    return True
 
 
 def run_id_now() -> str:
@@ -293,20 +300,20 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     """Run the job; returns the committed run record. Raises ConfigError before any work when
     the configuration cannot work (no inputs, bad checkpoint, unreadable output location)."""
     started = datetime.now(timezone.utc)
+    clock = Clock()
     run_id = run_id_now()
     fs, out = storage.open_fs(config.out, config.storage_options)
     say(f"samrs-ray run {run_id}: {config.preset.name} from {config.images} -> {config.out}")
-    check_writable(fs, out, config.out)
+    # everything that can fail without Ray fails here, before a cluster is started or joined
+    preflight.require_sam_extra(config)
+    inputs = preflight.find_inputs(config)
+    image_sizes, pairs, pair_issues = inputs.image_sizes, inputs.pairs, inputs.pair_issues
+    preflight.check_writable(config)
     checksum = model_checksum(config)
-    connect(config.address)
+    started_ray = connect(config.address)
     config = resolve_engine(config, ray.cluster_resources().get("GPU", 0) if config.address is None else 0)
+    clock.lap("start")
 
-    image_sizes = list_input(config.images, IMAGE_SUFFIXES, config)
-    labels = list_input(config.labels, LABEL_SUFFIXES[config.preset.label_format], config)
-    pairs, pair_issues = pair_by_stem(sorted(image_sizes), sorted(labels))
-    if not pairs:
-        raise ConfigError(f"nothing to process: no image in {config.images} has a label file in {config.labels} "
-                          f"({len(image_sizes)} images, {len(labels)} label files)")
     committed = manifest.read_committed(fs, out)
     index = incremental.read_index(fs, out)
     known = index.known_by_source(incremental.label_pngs(fs, out))
@@ -316,7 +323,6 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     plan_settings, write_settings = stage_settings(config, checksum)
     parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    t0 = time.perf_counter()
     # Scenes with tiles already done are checked first, cheaply (read, hash, plan; no pixels,
     # no model); only those that changed go through the full graph with the new scenes. So a
     # night without changes never loads SAM or asks for a GPU.
@@ -328,14 +334,34 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
         if config.gpus_per_actor:
             gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
         items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
-        rows += run_graph(items, plan_settings, write_settings, config, checksum)
-    elapsed = time.perf_counter() - t0
+        rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
+    clock.lap("work")
 
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(rows)}
     record = finish(fs, out, config, run_id, started, checksum, committed, index,
                     rows, [error_row(i) for i in pair_issues], len(pairs), cluster)
-    say(summary_text(record, elapsed))
+    clock.lap("commit")
+    if started_ray:
+        ray.shutdown()
+        clock.lap("shutdown")
+    say(summary_text(record, clock))
     return record
+
+
+class Clock:
+    """A run's wall time in named parts, from the process's start (samrs_ray.STARTED)."""
+
+    def __init__(self) -> None:
+        self.last = samrs_ray.STARTED
+        self.parts: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        now = time.monotonic()
+        self.parts[part] = now - self.last
+        self.last = now
+
+    def __str__(self) -> str:
+        return f"{sum(self.parts.values()):.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in self.parts.items()) + ")"
 
 
 def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, WriteSettings]:
@@ -348,24 +374,6 @@ def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, Writ
         paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
         model_id=config.model_id, subset=config.preset.name)
     return plan, write
-
-
-def check_writable(fs, out: str, uri: str) -> None:
-    """Fail before any work when the output location cannot be written."""
-    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}")
-    try:
-        storage.write_atomic(fs, probe, b"")
-        fs.rm_file(probe)
-    except Exception as error:
-        raise ConfigError(f"cannot write to --out {uri}: {type(error).__name__}: {error}") from error
-
-
-def list_input(uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:
-    """{file URI: size} under `uri`; a location that cannot be listed is a configuration error."""
-    try:
-        return list_sizes(uri, suffixes, config.storage_options)
-    except Exception as error:
-        raise ConfigError(f"cannot list {uri}: {error}") from error
 
 
 def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
@@ -399,12 +407,16 @@ def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[l
 
 
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
-              config: JobConfig, checksum: str) -> list[dict[str, Any]]:
+              config: JobConfig, checksum: str, progress: Progress) -> list[dict[str, Any]]:
     """The streaming graph; returns the light summary row of every scene, tile and error."""
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
     # batch overwrites its own files instead of duplicating rows.
     on_gpu = bool(config.gpus_per_actor)
+    # In a terminal, Ray Data's live display of every stage (rich); elsewhere Ray Data logs its
+    # progress every few seconds, and Progress adds the job's own line.
+    context = ray.data.DataContext.get_current()
+    context.enable_rich_progress_bars, context.use_ray_tqdm = True, False
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
     # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
@@ -425,7 +437,14 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy",
                         num_cpus=0.5)
     ds = ds.drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
-    return [dict(r) for r in ds.iter_rows()]
+    rows = []
+    for row in map(dict, ds.iter_rows()):
+        rows.append(row)
+        tile = row["kind"] == TILE
+        progress.update(scenes=row["kind"] == SCENE, written=tile and row["status"] == PROCESSED,
+                        failed=tile and row["status"] == FAILED)
+    progress.done()
+    return rows
 
 
 def mask_pool(num_actors: Optional[int]) -> ray.data.ActorPoolStrategy:
@@ -520,10 +539,10 @@ def stage_nodes(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return nodes
 
 
-def summary_text(record: RunRecord, seconds: float) -> str:
+def summary_text(record: RunRecord, clock: Clock) -> str:
     c = record.counts
     lines = [
-        f"run {record.run_id} committed in {seconds:.1f} s ({record.model['id']})",
+        f"run {record.run_id} committed ({record.model['id']}) in {clock}",
         f"  scenes    {c['scenes_ok']} read of {c['scenes']}",
         f"  tiles     {c['tiles']} in dataset: {c['processed']} processed, {c['skipped']} unchanged; "
         f"{c['failed']} failed, {c['removed']} removed, {c['empty_windows']} empty windows",

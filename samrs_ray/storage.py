@@ -26,13 +26,17 @@ def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> by
     return fs.cat_file(path)
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write a whole file so that readers see either nothing or all of it.
 
     Local disks: write a hidden temp file beside the target, then rename (atomic on POSIX).
     Object stores: a single PUT is already atomic, so write directly.
     """
-    if isinstance(fs, LocalFileSystem):
+    if is_local(fs):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")

@@ -241,7 +241,9 @@ def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
     assert main(["export-coco", "--out", str(out), "--dest", str(dest)]) == 0
     coco = COCO(str(dest))
     assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 213
-    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(SOTA.classes)
+    categories = coco.loadCats(coco.getCatIds())
+    assert [c["name"] for c in categories] == list(SOTA.classes)  # in label order, ids from 1
+    assert [c["id"] for c in categories] == list(range(1, len(SOTA.classes) + 1))
     instances = {(r["tile_id"], r["instance_id"]): r for r in manifest.read_dataset(str(out), "instances").to_pylist()}
     by_tile = {img["id"]: img["tile_id"] for img in coco.loadImgs(coco.getImgIds())}
     for ann in coco.loadAnns(coco.getAnnIds())[:40]:
@@ -249,7 +251,34 @@ def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
         matches = [r for (t, _), r in instances.items() if t == by_tile[ann["image_id"]]
                    and r["mask_rle"]["counts"] == ann["segmentation"]["counts"]]
         assert matches and mask.sum() == ann["area"] == matches[0]["area"]
-        assert ann["category_id"] == matches[0]["class_id"]
+        assert ann["category_id"] == matches[0]["class_id"] + 1
+
+
+def test_coco_export_reads_as_coco_tools_read_it(box_run, tmp_path: Path) -> None:
+    """File names are relative to the image root the export names, and each mask lands on its
+    own image: torchvision's CocoDetection opens the image, the mask has its size, and the
+    label map of that tile carries the mask's class under most of it."""
+    from torchvision.datasets import CocoDetection
+
+    out, record, dota = box_run
+    dest = tmp_path / "coco.json"
+    assert main(["export-coco", "--out", str(out), "--dest", str(dest)]) == 0
+    exported = json.loads(dest.read_text())
+    root = exported["info"]["image_root"]
+    assert root == str(out / "tiles")
+    assert all(not img["file_name"].startswith(("/", "file:")) for img in exported["images"])
+    dataset = CocoDetection(root, str(dest))
+    assert len(dataset) == 3
+    for index in range(len(dataset)):
+        image, targets = dataset[index]
+        info = dataset.coco.loadImgs(dataset.ids[index])[0]
+        assert image.size == (info["width"], info["height"])
+        label = np.array(Image.open(out / "labels" / f"{info['tile_id']}.png"))
+        for target in targets[:20]:
+            mask = dataset.coco.annToMask(target).astype(bool)
+            assert mask.shape == (image.height, image.width)
+            under = label[mask]
+            assert (under == target["category_id"] - 1).mean() > 0.5
 
 
 def test_configuration_errors_stop_before_any_work(realsamples: Path, tmp_path: Path, capsys) -> None:

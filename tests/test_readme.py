@@ -69,6 +69,7 @@ def test_ray_job_submit_block_works_as_written(tmp_path: Path) -> None:
     record = json.loads((repo / "out" / "sota-job" / "_run.json").read_text())
     assert (record["counts"]["tiles"], record["counts"]["instances"]) == (3, 213)
     assert "committed" in output  # the job's summary reaches the submitter
+    assert "progress: 2/2 scenes done, 3 tiles written" in output  # and its progress, as log lines
     assert "relative-exit=1" in output
     assert "--out out/relative: a relative path inside a Ray job" in output
     assert not list(repo.rglob("relative"))  # nothing written anywhere for the refused run

@@ -1,0 +1,136 @@
+"""Checks before Ray starts: every mistake that can be found without a cluster, reported in
+seconds, with a message that says what to change, and nothing left behind.
+
+The inputs are listed and paired, the output location is tried, and (for SAM) the extra is
+installed; the checkpoint is checked by the driver right after (pipeline.model_checksum).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import posixpath
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import fsspec
+
+from samrs_ray import storage
+from samrs_ray.annotation import InputError, InputIssue
+from samrs_ray.config import ConfigError, JobConfig
+from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+
+SAM_EXTRA = "pip install 'samrs-ray[sam]'"
+# Which preset reads which label format by default, for suggestions.
+PRESET_OF_FORMAT = {"dota": "sota", "dior": "sior", "fair1m": "fast"}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run will read: every image with its size, the scenes, and the files left unpaired."""
+
+    image_sizes: dict[str, int]
+    pairs: list[ScenePair]
+    pair_issues: list[InputIssue]
+
+
+def require_sam_extra(config: JobConfig) -> None:
+    if config.model != "sam":
+        return
+    missing = [m for m in ("torch", "torchvision", "segment_anything") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"--model sam needs {', '.join(missing)}: install the SAM extra ({SAM_EXTRA}), "
+                          f"or run the box baseline with --model box")
+
+
+def find_inputs(config: JobConfig) -> Inputs:
+    """List and pair the inputs; ConfigError when nothing could be processed, saying why."""
+    fmt = config.preset.label_format
+    image_sizes = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
+    labels = list_folder("--labels", config.labels, LABEL_SUFFIXES[fmt], config)
+    pairs, issues = pair_by_stem(sorted(image_sizes), sorted(labels))
+    if not pairs:
+        raise ConfigError(nothing_paired(config, len(image_sizes), len(labels)))
+    return Inputs(image_sizes, pairs, issues)
+
+
+def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:
+    try:
+        return list_sizes(uri, suffixes, config.storage_options)
+    except InputError as error:
+        raise ConfigError(f"{flag} {uri}: {error.reason}{nearest_name(uri, config)}") from None
+    except Exception as error:
+        raise ConfigError(f"{flag} {uri}: cannot list it: {type(error).__name__}: {error}") from error
+
+
+def nearest_name(uri: str, config: JobConfig) -> str:
+    """'; did you mean .../labelTxt?' for a misspelled last path element, when a close one exists."""
+    parent, name = posixpath.split(uri.rstrip("/"))
+    try:
+        fs, root = fsspec.core.url_to_fs(parent or ".", **config.storage_options)
+        names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
+    except Exception:  # the parent is missing or unreadable too: nothing to suggest
+        return ""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"; did you mean {posixpath.join(parent, close[0])}?" if close else ""
+
+
+def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
+    fmt = config.preset.label_format
+    expected = "/".join(LABEL_SUFFIXES[fmt])
+    message = (f"nothing to process: no image in {config.images} has a {expected} label file in {config.labels} "
+               f"({n_images} images, {n_labels} {expected} label files)")
+    if n_labels or not n_images:
+        return message
+    others = other_label_files(config, fmt)
+    if not others:
+        return message
+    found = ", ".join(f"{count} {suffix} files" for suffix, count in others.most_common())
+    fixes = [f"--preset {PRESET_OF_FORMAT[f]} or --label-format {f}" for f, suffixes in LABEL_SUFFIXES.items()
+             if f != fmt and set(suffixes) & set(others)]
+    return (f"--preset {config.preset.name} reads {fmt} labels ({expected} files), but {config.labels} has "
+            f"{found}: for those, use {'; or '.join(fixes)}")
+
+
+def other_label_files(config: JobConfig, fmt: str) -> Counter:
+    """Counts of the label files of other formats' suffixes under --labels."""
+    suffixes = {s for f, ss in LABEL_SUFFIXES.items() if f != fmt for s in ss} - set(LABEL_SUFFIXES[fmt])
+    try:
+        found = list_sizes(config.labels, tuple(suffixes), config.storage_options)
+    except Exception:
+        return Counter()
+    return Counter(posixpath.splitext(uri)[1].lower() for uri in found)
+
+
+def check_writable(config: JobConfig) -> None:
+    """Write and delete a probe under --out; a local folder created for the probe is removed
+    again, so a run that fails its checks leaves nothing behind."""
+    fs, out = storage.open_fs(config.out, config.storage_options)
+    created = first_missing_folder(out) if storage.is_local(fs) else None
+    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        storage.write_atomic(fs, probe, b"")
+        fs.rm_file(probe)
+    except Exception as error:
+        raise ConfigError(f"cannot write to --out {config.out}: {type(error).__name__}: {error}") from error
+    finally:
+        if created:
+            remove_empty_tree(created)
+
+
+def first_missing_folder(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None: it exists)."""
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def remove_empty_tree(folder: str) -> None:
+    for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(root)
+        except OSError:  # not empty: someone else wrote there meanwhile; leave it
+            return
