@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.config import MODELS, ConfigError, JobConfig
-from samrs_ray.masks.model_types import MODEL_TYPES
+from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 
 
@@ -211,7 +211,6 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from samrs_ray.masks.checkpoint import CheckpointError
     from samrs_ray.pipeline import generate
 
     try:

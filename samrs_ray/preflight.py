@@ -39,10 +39,17 @@ class Inputs:
 def require_sam_extra(config: JobConfig) -> None:
     if config.model != "sam":
         return
-    missing = [m for m in ("torch", "torchvision", "segment_anything") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("torch", "torchvision", "segment_anything") if not installed(m)]
     if missing:
         raise ConfigError(f"--model sam needs {', '.join(missing)}: install the SAM extra ({SAM_EXTRA}), "
                           f"or run the box baseline with --model box")
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as missing
+        return False
 
 
 def find_inputs(config: JobConfig) -> Inputs:

@@ -3,6 +3,7 @@ behind (samrs_ray/preflight.py), as a new user meets them on the command line.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -70,3 +71,29 @@ def test_check_writable_removes_the_folders_it_created(tmp_path: Path) -> None:
     (tmp_path / "kept").mkdir()
     preflight.check_writable(config("i", "l", tmp_path / "kept" / "new"))
     assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_the_box_quick_start_runs_without_torch(realsamples: Path, tmp_path: Path) -> None:
+    """The quick start installs no torch: the box baseline must run end to end (driver and every Ray
+    worker) with torch, torchvision and segment_anything unimportable."""
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'segment_anything'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by the test)')\n"
+        "sys.meta_path.insert(0, NoTorch())\n")
+    dota = realsamples / "dota"
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([str(SAMRS), "generate", "--preset", "sota", "--images", str(dota / "images"),
+                             "--labels", str(dota / "labelTxt"), "--out", str(tmp_path / "out"), "--model", "box"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "blocked by the test" not in result.stdout + result.stderr
+    assert (tmp_path / "out" / "_run.json").exists()
+    sam = subprocess.run([str(SAMRS), "generate", "--preset", "sota", "--images", str(dota / "images"),
+                          "--labels", str(dota / "labelTxt"), "--out", str(tmp_path / "sam")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert sam.returncode == 2 and "pip install 'samrs-ray[sam]'" in sam.stderr

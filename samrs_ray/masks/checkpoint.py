@@ -26,7 +26,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS
+from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS, CheckpointError
 
 TINY_DEPTH = 2
 TINY_EMBED_DIM = 64
@@ -43,10 +43,6 @@ ENCODER_SHAPES: dict[tuple[int, int], str] = {
     (12, 768): "vit_b",
     (TINY_DEPTH, TINY_EMBED_DIM): "tiny",
 }
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be fetched or used; the message names the URI and the problem."""
 
 
 def build_tiny_sam() -> Sam:

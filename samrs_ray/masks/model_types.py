@@ -7,6 +7,10 @@ never build a model can name model types without importing torch and segment_any
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be fetched or used; the message names the URI and the problem."""
+
 # The release files named in the segment-anything README.
 OFFICIAL_CHECKPOINTS: dict[str, str] = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
