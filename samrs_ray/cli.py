@@ -251,14 +251,15 @@ def format_runs(history: Sequence[Any]) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from samrs_ray.pipeline import connect
+    from samrs_ray import layout
     from samrs_ray.stats import write_report
 
     connect(args.address)
     stats = write_report(args.out, args.report, args.storage_options)
+    report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
         print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "
               f"{subset['classes_present']} of {subset['classes']} classes present")
-    report = args.report or f"{args.out.rstrip('/')}/report"
     print(f"report: {report}/summary.md, stats.json and figures (*.png)")
     return 0
 

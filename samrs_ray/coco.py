@@ -21,7 +21,7 @@ import json
 import posixpath
 from typing import IO, Any, Optional
 
-from samrs_ray import manifest, storage
+from samrs_ray import layout, manifest, storage
 
 INSTANCE_COLUMNS = ["tile_id", "class_id", "mask_rle", "area", "mask_box", "predicted_iou"]
 
@@ -69,10 +69,10 @@ def write_coco(out: str, dest: Optional[str] = None,
     record = manifest.read_committed(fs, root)
     if record is None:
         raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing)")
-    dest = dest or storage.join(out, "coco.json")
+    dest = dest or layout.coco_json(out)
     dest_fs, dest_path = storage.open_fs(dest, storage_options)
     images = annotations = 0
-    tables = [manifest.read_table(fs, manifest.shard_path(root, "tiles", name),
+    tables = [manifest.read_table(fs, layout.shard_path(root, "tiles", name),
                                   ["tile_id", "image_uri", "width", "height"]) for name in record.shards]
     images_at = image_root([uri for t in tables for uri in t.column("image_uri").to_pylist()]) if tables else ""
     # Written under a temporary name and moved into place, so a reader never sees half a file.
@@ -92,7 +92,7 @@ def write_coco(out: str, dest: Optional[str] = None,
                 images += 1
         f.write('], "annotations": [')
         for name in record.shards:
-            rows = manifest.read_table(fs, manifest.shard_path(root, "instances", name), INSTANCE_COLUMNS).to_pylist()
+            rows = manifest.read_table(fs, layout.shard_path(root, "instances", name), INSTANCE_COLUMNS).to_pylist()
             annotations = write_annotations(f, rows, image_ids, annotations)
         f.write("]}\n")
     dest_fs.mv(partial, dest_path)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from samrs_ray import manifest, storage
+from samrs_ray import layout, manifest, storage
 from samrs_ray.inputs import stem
 from samrs_ray.masks.box import fill_polygon
 from samrs_ray.masks.rle import string_to_counts
@@ -357,10 +357,10 @@ def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] 
     missing: set[str] = set()
     skipped = 0
     for shard in record.shards:
-        tiles = manifest.read_table(fs, manifest.shard_path(root, "tiles", shard),
+        tiles = manifest.read_table(fs, layout.shard_path(root, "tiles", shard),
                                     ["tile_id", "source_uri", "x0", "y0"])
         place = {t["tile_id"]: t for t in tiles.to_pylist()}
-        rows = manifest.read_table(fs, manifest.shard_path(root, "instances", shard),
+        rows = manifest.read_table(fs, layout.shard_path(root, "instances", shard),
                                    ["tile_id", "class_name", "mask_rle"]).to_pylist()
         rows.sort(key=lambda r: (place[r["tile_id"]]["source_uri"], r["tile_id"]))  # one scene after another
         for row in rows:

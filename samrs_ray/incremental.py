@@ -18,7 +18,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from samrs_ray import manifest, storage
+from samrs_ray import layout, manifest, storage
 from samrs_ray.manifest import RunRecord
 
 INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances"]
@@ -56,8 +56,8 @@ def read_index(fs: fsspec.AbstractFileSystem, out: str) -> ShardIndex:
     """Index every tiles shard under <out>/manifest/tiles (a shard without its instances file
     is incomplete and ignored; a file that does not read is ignored too: it was never committed)."""
     index = ShardIndex()
-    tiles_dir = storage.join(out, "manifest", "tiles")
-    instances = set(storage.list_names(fs, storage.join(out, "manifest", "instances")))
+    tiles_dir = layout.table_folder(out, "tiles")
+    instances = set(storage.list_names(fs, layout.table_folder(out, "instances")))
     for filename in storage.list_names(fs, tiles_dir):
         if not filename.endswith(".parquet") or filename not in instances:
             continue
@@ -65,13 +65,14 @@ def read_index(fs: fsspec.AbstractFileSystem, out: str) -> ShardIndex:
             table = manifest.read_table(fs, storage.join(tiles_dir, filename), INDEX_COLUMNS)
         except (OSError, pa.ArrowException):
             continue
-        index.add(filename[: -len(".parquet")], table)
+        index.add(layout.shard_of_file(filename), table)
     return index
 
 
 def label_pngs(fs: fsspec.AbstractFileSystem, out: str) -> set[str]:
     """Tile ids with a label PNG on storage."""
-    return {n[:-4] for n in storage.list_names(fs, storage.join(out, "labels")) if n.endswith(".png")}
+    return {layout.tile_id_of_png(n) for n in storage.list_names(fs, layout.png_folder(out, "labels"))
+            if n.endswith(".png")}
 
 
 @dataclass
@@ -113,7 +114,7 @@ def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]
     for name, tile_ids in sorted(copy.items()):
         keep = pa.array(tile_ids)
         for table, parts in (("tiles", tiles_parts), ("instances", instance_parts)):
-            data = manifest.read_table(fs, manifest.shard_path(out, table, name))
+            data = manifest.read_table(fs, layout.shard_path(out, table, name))
             parts.append(data.filter(pc.is_in(data.column("tile_id"), value_set=keep)))
     if not tiles_parts:
         return []
@@ -131,13 +132,15 @@ def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord, 
     """After a commit: delete shards, error files and PNGs the committed version does not use.
     Returns the number of files deleted."""
     doomed: list[str] = []
-    shards = {f"{n}.parquet" for n in record.shards}
-    for table, used in (("tiles", shards), ("instances", shards), ("errors", {f"{n}.parquet" for n in record.errors})):
-        folder = storage.join(out, "manifest", table)
+    shards = {layout.shard_file(n) for n in record.shards}
+    errors = {layout.shard_file(n) for n in record.errors}
+    for table, used in (("tiles", shards), ("instances", shards), ("errors", errors)):
+        folder = layout.table_folder(out, table)
         doomed += [storage.join(folder, n) for n in storage.list_names(fs, folder) if n not in used]
-    for folder in ("labels", "color", "tiles"):
-        path = storage.join(out, folder)
-        doomed += [storage.join(path, n) for n in storage.list_names(fs, path) if n[:-4] not in tile_ids]
+    for png in layout.PNG_FOLDERS:
+        path = layout.png_folder(out, png)
+        doomed += [storage.join(path, n) for n in storage.list_names(fs, path)
+                   if layout.tile_id_of_png(n) not in tile_ids]
     for path in doomed:
         try:
             fs.rm_file(path)

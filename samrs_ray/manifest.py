@@ -25,7 +25,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samrs_ray import storage
+from samrs_ray import layout, storage
 
 TILES = pa.schema([
     ("tile_id", pa.string()),
@@ -101,13 +101,9 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[
 def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:
     """Write one shard pair; instances first, so a tiles file never points at missing instances."""
     name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist()))
-    write_table(fs, shard_path(out, "instances", name), instances.cast(INSTANCES))
-    write_table(fs, shard_path(out, "tiles", name), tiles.cast(TILES))
+    write_table(fs, layout.shard_path(out, "instances", name), instances.cast(INSTANCES))
+    write_table(fs, layout.shard_path(out, "tiles", name), tiles.cast(TILES))
     return name
-
-
-def shard_path(out: str, table: str, name: str) -> str:
-    return storage.join(out, "manifest", table, f"{name}.parquet")
 
 
 @dataclass
@@ -136,7 +132,7 @@ class RunRecord:
 
 
 def read_committed(fs: fsspec.AbstractFileSystem, out: str) -> Optional[RunRecord]:
-    path = storage.join(out, "_run.json")
+    path = layout.run_record(out)
     if not storage.exists(fs, path):
         return None
     return RunRecord.from_json(fs.cat_file(path))
@@ -149,13 +145,13 @@ def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
     see the previous version.
     """
     data = record.to_json()
-    storage.write_atomic(fs, storage.join(out, "_runs", f"{record.run_id}.json"), data)
-    storage.write_atomic(fs, storage.join(out, "_run.json"), data)
+    storage.write_atomic(fs, layout.run_history_path(out, record.run_id), data)
+    storage.write_atomic(fs, layout.run_record(out), data)
 
 
 def run_history(fs: fsspec.AbstractFileSystem, out: str) -> list[RunRecord]:
     """Every committed run's record, oldest first (run ids sort by time)."""
-    folder = storage.join(out, "_runs")
+    folder = layout.run_history_folder(out)
     names = [n for n in storage.list_names(fs, folder) if n.endswith(".json")]
     return [RunRecord.from_json(fs.cat_file(storage.join(folder, n))) for n in sorted(names)]
 
@@ -167,7 +163,7 @@ def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
     if record is None:
         raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing); run `samrs-ray generate` first")
     names = record.errors if table == "errors" else record.shards
-    return [shard_path(out, table, n) for n in names]
+    return [layout.shard_path(out, table, n) for n in names]
 
 
 def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,

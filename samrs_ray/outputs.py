@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import fsspec
 import numpy as np
 
-from samrs_ray import storage
+from samrs_ray import layout, storage
 from samrs_ray.masks.backend import unpack_masks
 from samrs_ray.masks.labelmap import paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
@@ -28,7 +28,7 @@ def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:
 
 
 def output_paths(out: str, tile: str) -> dict[str, str]:
-    return {folder: storage.join(out, folder, f"{tile}.png") for folder in ("labels", "color", "tiles")}
+    return {folder: layout.png_path(out, folder, tile) for folder in layout.PNG_FOLDERS}
 
 
 def instance_rows(

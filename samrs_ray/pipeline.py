@@ -25,7 +25,7 @@ import pyarrow as pa
 import ray
 
 import samrs_ray
-from samrs_ray import incremental, manifest, preflight, storage
+from samrs_ray import incremental, layout, manifest, preflight, storage
 from samrs_ray.annotation import InputIssue
 from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.config import JobConfig
@@ -487,7 +487,7 @@ def finish(fs, out: str, config: JobConfig, run_id: str, started: datetime, chec
     error_shards = []
     if errors:
         error_shards = [run_id]
-        manifest.write_table(fs, manifest.shard_path(out, "errors", run_id), error_table)
+        manifest.write_table(fs, layout.shard_path(out, "errors", run_id), error_table)
 
     previous_tiles = set()
     if committed:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from samrs_ray import figures, manifest, storage
+from samrs_ray import figures, layout, manifest, storage
 from samrs_ray.classes import IGNORE_ID, PRESETS, make_palette
 from samrs_ray.masks.rle import decode_rle
 from samrs_ray.scenes import decode_image
@@ -75,8 +75,8 @@ def read_png(uri: str, storage_options: Optional[dict]) -> np.ndarray:
 def shard_partial(out: str, shard: str, storage_options: Optional[dict], label_pixels: bool) -> dict[str, Any]:
     """Per-subset partial sums of one shard pair (JSON-able)."""
     fs, root = storage.open_fs(out, storage_options)
-    tiles = manifest.read_table(fs, manifest.shard_path(root, "tiles", shard), TILE_COLUMNS)
-    instances = manifest.read_table(fs, manifest.shard_path(root, "instances", shard), INSTANCE_COLUMNS)
+    tiles = manifest.read_table(fs, layout.shard_path(root, "tiles", shard), TILE_COLUMNS)
+    instances = manifest.read_table(fs, layout.shard_path(root, "instances", shard), INSTANCE_COLUMNS)
     subset_of = dict(zip(tiles.column("tile_id").to_pylist(), tiles.column("subset").to_pylist()))
     missing = set(instances.column("tile_id").to_pylist()) - subset_of.keys()
     if missing:
@@ -257,9 +257,9 @@ def load_example(out: str, pick: dict[str, Any], subset: str, stats: dict[str, A
     """One example tile's pixels, label map and instance masks, read back from the dataset."""
     fs, root = storage.open_fs(out, storage_options)
     keep = pc.field("tile_id") == pick["tile_id"]
-    with fs.open(manifest.shard_path(root, "tiles", pick["shard"]), "rb") as f:
+    with fs.open(layout.shard_path(root, "tiles", pick["shard"]), "rb") as f:
         tile = pq.read_table(f, filters=keep).to_pylist()[0]
-    with fs.open(manifest.shard_path(root, "instances", pick["shard"]), "rb") as f:
+    with fs.open(layout.shard_path(root, "instances", pick["shard"]), "rb") as f:
         rows = pq.read_table(f, columns=["tile_id", "class_id", "mask_rle"], filters=keep).to_pylist()
     h, w = tile["height"], tile["width"]
     image_uri = resolve(out, tile["image_uri"])
@@ -309,7 +309,7 @@ def write_report(out: str, report: Optional[str] = None, storage_options: Option
     """Compute the statistics of the dataset at `out` and write `stats.json`, `summary.md` and
     the PNG figures to `report` (default <out>/report). Returns the statistics."""
     stats = compute_stats(out, storage_options, label_pixels)
-    report = report or storage.join(out, "report")
+    report = report or layout.report_folder(out)
     fs, root = storage.open_fs(report, storage_options)
     pngs = {
         "summary_table.png": figures.summary_table(stats),
