@@ -32,7 +32,8 @@ from engine import REALSAMPLES, make_scenes
 from samrs_ray import pipeline
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, list_sizes, pair_by_stem
+from samrs_ray.formats import LABEL_FORMATS
+from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes, pair_by_stem
 from samrs_ray.masks.backend import TileMasks
 from samrs_ray.plan import TILE, TODO, group_scenes
 
@@ -81,7 +82,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
         JobConfig(preset=PRESETS["sota"], images=str(scenes / "images"), labels=str(scenes / "labelTxt"),
                   out=str(out), model="box", write_color=True), local_gpus=0)
     sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
-    pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_SUFFIXES["dota"], {})))
+    pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_FORMATS["dota"].suffixes, {})))
     plan_settings, write_settings = pipeline.stage_settings(config, checksum="")
     clock = CpuClock()
     rows = []

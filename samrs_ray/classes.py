@@ -9,6 +9,9 @@ import colorsys
 from dataclasses import dataclass, field
 from typing import Optional
 
+from samrs_ray.annotation import Annotation, InputIssue
+from samrs_ray.formats import LABEL_FORMATS
+
 IGNORE_ID = 255  # unlabeled pixels in a label map
 
 SOTA_CLASSES = (
@@ -34,7 +37,6 @@ FAST_CLASSES = (
 )
 
 PROMPT_TYPES = ("hbox", "rhbox", "point", "rbox-mask")
-LABEL_FORMATS = ("dota", "dior", "fair1m")
 
 
 def normalize_class_name(name: str) -> str:
@@ -113,3 +115,21 @@ def custom_preset(
     if not classes:
         raise ValueError("custom preset: the class list is empty")
     return Preset("custom", classes, label_format=label_format, prompt=prompt, tile_size=tile_size, gap=gap)
+
+
+def assign_class_ids(
+    annotations: list[Annotation], preset: Preset
+) -> tuple[list[tuple[Annotation, int]], list[InputIssue]]:
+    """Each annotation with its label id in `preset`; a class the preset lacks is an issue."""
+    kept: list[tuple[Annotation, int]] = []
+    issues: list[InputIssue] = []
+    for annotation in annotations:
+        try:
+            kept.append((annotation, preset.class_id(annotation.class_name)))
+        except KeyError:
+            issues.append(InputIssue(
+                annotation.source,
+                f"class {annotation.class_name!r} is not in preset {preset.name}",
+                annotation.line,
+            ))
+    return kept, issues

@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from samrs_ray.classes import LABEL_FORMATS, PRESETS, PROMPT_TYPES, Preset, custom_preset
+from samrs_ray.classes import PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.config import MODELS, ConfigError, JobConfig
+from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
 from samrs_ray.masks.labelmap import PAINT_ORDERS
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--iof-thr", type=float, help="share of an object a tile must hold to keep it "
                                                    f"(default: {preset_values('iof_thr')})")
     gen.add_argument("--classes", help="custom preset: a file with one class name per line")
-    gen.add_argument("--label-format", choices=LABEL_FORMATS, help="label format (default: the preset's)")
+    gen.add_argument("--label-format", choices=list(LABEL_FORMATS), help="label format (default: the preset's)")
     gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")

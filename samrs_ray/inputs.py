@@ -15,7 +15,6 @@ from fsspec.implementations.local import LocalFileSystem
 from samrs_ray.annotation import InputError, InputIssue
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-LABEL_SUFFIXES: dict[str, tuple[str, ...]] = {"dota": (".txt",), "dior": (".xml",), "fair1m": (".xml",)}
 
 # A scene name becomes part of output file names (tile ids), so it must be a plain name.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

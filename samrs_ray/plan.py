@@ -19,8 +19,8 @@ import numpy as np
 
 from samrs_ray import storage
 from samrs_ray.annotation import Annotation, InputError, InputIssue
-from samrs_ray.classes import Preset
-from samrs_ray.formats import assign_class_ids, drop_outside_image, read_labels
+from samrs_ray.classes import Preset, assign_class_ids
+from samrs_ray.formats import drop_outside_image, read_labels
 from samrs_ray.inputs import ScenePair
 from samrs_ray.scenes import check_pixel_cap, decode_image, image_size
 from samrs_ray.tiling import Window, cut_tile, objects_in_window, plan_windows, tile_id

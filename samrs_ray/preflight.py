@@ -20,7 +20,8 @@ import fsspec
 from samrs_ray import storage
 from samrs_ray.annotation import InputError, InputIssue
 from samrs_ray.config import ConfigError, JobConfig
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+from samrs_ray.formats import LABEL_FORMATS
+from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 
 SAM_EXTRA = "pip install 'samrs-ray[sam]'"
 # Which preset reads which label format by default, for suggestions.
@@ -56,7 +57,7 @@ def find_inputs(config: JobConfig) -> Inputs:
     """List and pair the inputs; ConfigError when nothing could be processed, saying why."""
     fmt = config.preset.label_format
     image_sizes = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
-    labels = list_folder("--labels", config.labels, LABEL_SUFFIXES[fmt], config)
+    labels = list_folder("--labels", config.labels, LABEL_FORMATS[fmt].suffixes, config)
     pairs, issues = pair_by_stem(sorted(image_sizes), sorted(labels))
     if not pairs:
         raise ConfigError(nothing_paired(config, len(image_sizes), len(labels)))
@@ -86,7 +87,7 @@ def nearest_name(uri: str, config: JobConfig) -> str:
 
 def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
     fmt = config.preset.label_format
-    expected = "/".join(LABEL_SUFFIXES[fmt])
+    expected = "/".join(LABEL_FORMATS[fmt].suffixes)
     message = (f"nothing to process: no image in {config.images} has a {expected} label file in {config.labels} "
                f"({n_images} images, {n_labels} {expected} label files)")
     if n_labels or not n_images:
@@ -95,15 +96,16 @@ def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
     if not others:
         return message
     found = ", ".join(f"{count} {suffix} files" for suffix, count in others.most_common())
-    fixes = [f"--preset {PRESET_OF_FORMAT[f]} or --label-format {f}" for f, suffixes in LABEL_SUFFIXES.items()
-             if f != fmt and set(suffixes) & set(others)]
+    fixes = [f"--preset {PRESET_OF_FORMAT[f]} or --label-format {f}" for f, other in LABEL_FORMATS.items()
+             if f != fmt and set(other.suffixes) & set(others)]
     return (f"--preset {config.preset.name} reads {fmt} labels ({expected} files), but {config.labels} has "
             f"{found}: for those, use {'; or '.join(fixes)}")
 
 
 def other_label_files(config: JobConfig, fmt: str) -> Counter:
     """Counts of the label files of other formats' suffixes under --labels."""
-    suffixes = {s for f, ss in LABEL_SUFFIXES.items() if f != fmt for s in ss} - set(LABEL_SUFFIXES[fmt])
+    suffixes = {s for f, other in LABEL_FORMATS.items() if f != fmt for s in other.suffixes}
+    suffixes -= set(LABEL_FORMATS[fmt].suffixes)
     try:
         found = list_sizes(config.labels, tuple(suffixes), config.storage_options)
     except Exception:

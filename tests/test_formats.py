@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from samrs_ray.annotation import InputError
-from samrs_ray.classes import PRESETS, custom_preset
-from samrs_ray.formats import assign_class_ids, drop_outside_image, read_labels
+from samrs_ray.classes import PRESETS, assign_class_ids, custom_preset
+from samrs_ray.formats import drop_outside_image, read_labels
 from samrs_ray.formats.dior import parse_dior
 from samrs_ray.formats.dota import parse_dota
 from samrs_ray.formats.fair1m import parse_fair1m

@@ -9,7 +9,8 @@ import pytest
 
 from samrs_ray.annotation import InputError
 from samrs_ray.formats import read_labels
-from samrs_ray.inputs import IMAGE_SUFFIXES, LABEL_SUFFIXES, ScenePair, list_files, pair_by_stem
+from samrs_ray.formats import LABEL_FORMATS
+from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_files, pair_by_stem
 from samrs_ray.scenes import image_size
 
 DOTA_LABEL_STEMS = ["P0004", "P0770", "P1088", "P1234", "P1888", "P2598", "P2709"]
@@ -17,7 +18,7 @@ DOTA_LABEL_STEMS = ["P0004", "P0770", "P1088", "P1234", "P1888", "P2598", "P2709
 
 def test_list_real_dota_folders(realsamples):
     images = list_files(str(realsamples / "dota/images"), IMAGE_SUFFIXES)
-    labels = list_files(str(realsamples / "dota/labelTxt"), LABEL_SUFFIXES["dota"])
+    labels = list_files(str(realsamples / "dota/labelTxt"), LABEL_FORMATS["dota"].suffixes)
     assert images == [str(realsamples / "dota/images" / f"{s}.png") for s in ("P0004", "P1888")]
     assert labels == [str(realsamples / "dota/labelTxt" / f"{s}.txt") for s in DOTA_LABEL_STEMS]
 
@@ -30,7 +31,7 @@ def test_listing_is_recursive(realsamples):
 
 def test_pair_real_dota_scenes(realsamples):
     images = list_files(str(realsamples / "dota/images"), IMAGE_SUFFIXES)
-    labels = list_files(str(realsamples / "dota/labelTxt"), LABEL_SUFFIXES["dota"])
+    labels = list_files(str(realsamples / "dota/labelTxt"), LABEL_FORMATS["dota"].suffixes)
     pairs, issues = pair_by_stem(images, labels)
     assert pairs == [
         ScenePair("P0004", images[0], str(realsamples / "dota/labelTxt/P0004.txt")),
@@ -43,7 +44,7 @@ def test_pair_real_dota_scenes(realsamples):
 
 def test_pair_dior_across_folders_with_spaces(realsamples):
     images = list_files(str(realsamples / "dior"), IMAGE_SUFFIXES)
-    labels = list_files(str(realsamples / "dior/Annotations"), LABEL_SUFFIXES["dior"])
+    labels = list_files(str(realsamples / "dior/Annotations"), LABEL_FORMATS["dior"].suffixes)
     pairs, issues = pair_by_stem(images, labels)
     assert issues == []
     [pair] = pairs
@@ -58,7 +59,7 @@ def test_suffixes_match_case_insensitively_and_filter(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = list_files(str(tmp_path), IMAGE_SUFFIXES)
     assert found == [str(tmp_path / "a/B.PNG"), str(tmp_path / "a/c.Tif"), str(tmp_path / "d.jpeg")]
-    assert list_files(str(tmp_path), LABEL_SUFFIXES["fair1m"]) == [str(tmp_path / "e.xml")]
+    assert list_files(str(tmp_path), LABEL_FORMATS["fair1m"].suffixes) == [str(tmp_path / "e.xml")]
 
 
 def test_missing_folder_is_an_error(tmp_path):
@@ -99,7 +100,7 @@ def test_list_and_pair_on_s3(realsamples, s3):
     root = s3.uri("test-inputs")
     options = s3.storage_options
     images = list_files(f"{root}/dota/images", IMAGE_SUFFIXES, storage_options=options)
-    labels = list_files(f"{root}/dota/labelTxt/", LABEL_SUFFIXES["dota"], storage_options=options)
+    labels = list_files(f"{root}/dota/labelTxt/", LABEL_FORMATS["dota"].suffixes, storage_options=options)
     assert images == [f"{root}/dota/images/P0004.png", f"{root}/dota/images/train/P1888.png"]
     assert labels == [f"{root}/dota/labelTxt/{s}.txt" for s in ("P0004", "P0770", "P1888")]
     pairs, issues = pair_by_stem(images, labels)

@@ -6,50 +6,44 @@ cannot be read at all (XML that does not parse, bytes that are not text) raises 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from shapely.geometry import Polygon, box
 
 from samrs_ray.annotation import Annotation, InputIssue, ParsedLabels
-from samrs_ray.classes import Preset
 from samrs_ray.formats.dior import parse_dior
 from samrs_ray.formats.dota import parse_dota
 from samrs_ray.formats.fair1m import parse_fair1m
 
-READERS: dict[str, Callable[[str | bytes, str], ParsedLabels]] = {
-    "dota": parse_dota,
-    "dior": parse_dior,
-    "fair1m": parse_fair1m,
-}
 
-__all__ = ["READERS", "assign_class_ids", "drop_outside_image", "parse_dior", "parse_dota",
-           "parse_fair1m", "read_labels"]
+@dataclass(frozen=True)
+class LabelFormat:
+    """One label format: its name (as --label-format says it), the suffixes of its files, and
+    its reader (file bytes, source URI -> ParsedLabels)."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    read: Callable[[str | bytes, str], ParsedLabels]
+
+
+# Every label format the job reads; a new format is one entry here (and a reader module).
+LABEL_FORMATS: dict[str, LabelFormat] = {f.name: f for f in (
+    LabelFormat("dota", (".txt",), parse_dota),
+    LabelFormat("dior", (".xml",), parse_dior),
+    LabelFormat("fair1m", (".xml",), parse_fair1m),
+)}
+
+__all__ = ["LABEL_FORMATS", "LabelFormat", "drop_outside_image", "parse_dior", "parse_dota", "parse_fair1m",
+           "read_labels"]
 
 
 def read_labels(data: bytes, source: str, label_format: str) -> ParsedLabels:
-    """Parse one label file's bytes with the reader for `label_format` ('dota'|'dior'|'fair1m')."""
-    reader = READERS.get(label_format)
-    if reader is None:
-        raise ValueError(f"unknown label format {label_format!r}; expected one of {sorted(READERS)}")
-    return reader(data, source)
-
-
-def assign_class_ids(
-    annotations: list[Annotation], preset: Preset
-) -> tuple[list[tuple[Annotation, int]], list[InputIssue]]:
-    """Each annotation with its label id in `preset`; a class the preset lacks is an issue."""
-    kept: list[tuple[Annotation, int]] = []
-    issues: list[InputIssue] = []
-    for annotation in annotations:
-        try:
-            kept.append((annotation, preset.class_id(annotation.class_name)))
-        except KeyError:
-            issues.append(InputIssue(
-                annotation.source,
-                f"class {annotation.class_name!r} is not in preset {preset.name}",
-                annotation.line,
-            ))
-    return kept, issues
+    """Parse one label file's bytes with the reader of `label_format` (a LABEL_FORMATS name)."""
+    fmt = LABEL_FORMATS.get(label_format)
+    if fmt is None:
+        raise ValueError(f"unknown label format {label_format!r}; expected one of {sorted(LABEL_FORMATS)}")
+    return fmt.read(data, source)
 
 
 def drop_outside_image(
