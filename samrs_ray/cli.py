@@ -199,16 +199,12 @@ def refuse_relative_paths(args: argparse.Namespace) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    extra = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
-    return JobConfig(
-        preset=make_preset(args), images=args.images, labels=args.labels, out=args.out,
-        model=args.model, model_type=args.model_type, checkpoint=args.checkpoint,
-        paint_order=args.paint_order, write_color=not args.no_color, storage_options=args.storage_options,
-        device=args.device, dtype=args.dtype, image_batch=args.image_batch, prompt_chunk=args.prompt_chunk,
-        multimask=args.multimask, compile=args.compile, address=args.address, num_actors=args.num_actors,
-        gpus_per_actor=args.gpus_per_actor, gpu_wait_s=args.gpu_wait,
-        shard_tiles=args.shard_tiles, cache_dir=args.cache_dir, **extra,
-    )
+    """The JobConfig of `generate`'s arguments: each option named like a JobConfig field sets it,
+    and an option left out (None) keeps JobConfig's default."""
+    fields = {f.name for f in dataclasses.fields(JobConfig)}
+    given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    given.update(preset=make_preset(args), write_color=not args.no_color, gpu_wait_s=args.gpu_wait)
+    return JobConfig(**given)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
