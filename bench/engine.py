@@ -169,7 +169,7 @@ def timed(run: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
 
 def save_masks(path: Path, results: list[TileMasks]) -> None:
     """All masks bit-packed (N_total*H*W/8 bytes) with their per-tile counts; read with load_masks."""
-    masks = [r.unpacked() for r in results]
+    masks = [r.masks if r.masks is not None else unpack_masks(r.bits, *r.shape) for r in results]
     counts = np.array([len(m) for m in masks])
     shape = np.array(masks[0].shape[1:]) if masks else np.zeros(2, int)
     packed = pack_masks(np.concatenate(masks)) if masks else b""

@@ -21,7 +21,7 @@ from samrs_ray import incremental, storage
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.formats import LABEL_FORMATS
-from samrs_ray.inputs import IMAGE_SUFFIXES, list_files
+from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes
 from samrs_ray.pipeline import generate
 from tests.datasets import synthetic_scenes
 
@@ -56,7 +56,7 @@ def main() -> None:
     print(f"  total {first_s:.1f} s, {first.counts['processed']} tiles processed, {first.counts['processed'] / first_s:.1f} tiles/s")
 
     print("no-change rerun, its parts measured on their own:")
-    images = timed("list images + labels", lambda: list_files(config.images, IMAGE_SUFFIXES) + list_files(config.labels, LABEL_FORMATS["dota"].suffixes))
+    images = timed("list images + labels", lambda: sorted(list_sizes(config.images, IMAGE_SUFFIXES)) + sorted(list_sizes(config.labels, LABEL_FORMATS["dota"].suffixes)))
     fs, path = storage.open_fs(config.out)
     timed("index shards + list label PNGs", lambda: (incremental.read_index(fs, path), incremental.label_pngs(fs, path)))
     timed("read + sha256 every image and label", lambda: [hashlib.sha256(Path(p).read_bytes()).digest() for p in images])

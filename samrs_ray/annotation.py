@@ -25,10 +25,6 @@ class Annotation:
     source: str = ""
     line: Optional[int] = None  # 1-based line (text formats) or object index (XML formats)
 
-    @property
-    def is_rotated(self) -> bool:
-        return self.polygon is not None
-
 
 def enclosing_box(polygon: Quad) -> Box:
     xs, ys = polygon[0::2], polygon[1::2]

@@ -26,7 +26,7 @@ import numpy as np
 from samrs_ray import layout, manifest, storage
 from samrs_ray.inputs import stem
 from samrs_ray.masks.box import fill_polygon
-from samrs_ray.masks.rle import string_to_counts
+from samrs_ray.masks.rle import decode_crop, string_to_counts
 from samrs_ray.scenes import decode_image
 
 GT_FORMATS = ("isaid-png", "coco")
@@ -69,25 +69,9 @@ def intersection(a: Crop, b: Crop) -> int:
 
 
 def rle_crop(runs: Sequence[int], height: int, width: int) -> Optional[Crop]:
-    """COCO uncompressed counts (column-major, background first) -> Crop of the set pixels, or None
-    when none is set. Only the columns that hold set pixels are expanded."""
-    runs = np.asarray(runs, dtype=np.int64)
-    if (runs < 0).any() or int(runs.sum()) != height * width:
-        raise ValueError(f"RLE runs cover {int(runs.sum())} pixels, not {height}x{width}, or are negative")
-    ends = np.cumsum(runs)
-    starts = ends - runs
-    fg = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
-    s, e = starts[fg], ends[fg]
-    if s.size == 0:
-        return None
-    c0, c1 = int(s[0] // height), int((e[-1] - 1) // height + 1)
-    base = c0 * height
-    edges = np.zeros((c1 - c0) * height + 1, dtype=np.int32)
-    np.add.at(edges, s - base, 1)
-    np.add.at(edges, e - base, -1)
-    columns = (np.cumsum(edges[:-1]) > 0).reshape(c1 - c0, height).T  # (height, c1 - c0)
-    rows = np.flatnonzero(columns.any(axis=1))
-    return Crop(c0, int(rows[0]), np.ascontiguousarray(columns[rows[0]:rows[-1] + 1]))
+    """COCO uncompressed counts -> Crop of the set pixels (rle.decode_crop), or None when empty."""
+    found = decode_crop(runs, height, width)
+    return None if found is None else Crop(*found)
 
 
 def polygon_crop(polygons: Sequence[Sequence[float]], height: int, width: int) -> Optional[Crop]:

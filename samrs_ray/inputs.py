@@ -29,21 +29,15 @@ class ScenePair:
     label_uri: str
 
 
-def list_files(
+def list_sizes(
     uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None
-) -> list[str]:
-    """All files under `uri` (recursively) whose suffix is in `suffixes` (case-insensitive), sorted.
+) -> dict[str, int]:
+    """{file: size in bytes} of all files under `uri` (recursively) whose suffix is in `suffixes`
+    (case-insensitive), from one listing.
 
     Local paths come back as absolute paths; remote ones as full URIs (`s3://bucket/key`),
     so each can be opened again with fsspec on any worker.
     """
-    return sorted(list_sizes(uri, suffixes, storage_options))
-
-
-def list_sizes(
-    uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None
-) -> dict[str, int]:
-    """Like list_files, with each file's size in bytes (from the same listing)."""
     if "://" not in uri:
         uri = os.path.abspath(uri)  # '../data' -> '/abs/data': names stay stable wherever the job runs
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))

@@ -18,7 +18,8 @@ from samrs_ray.evaluate import (
 )
 from samrs_ray.formats import parse_dota
 from samrs_ray.masks.box import fill_polygon
-from samrs_ray.masks.rle import decode_rle, encode_rle, run_lengths
+from samrs_ray.masks.rle import decode_rle
+from tests.test_labelmap_rle import encode_rle, run_lengths
 
 pytestmark = pytest.mark.slow
 

@@ -22,16 +22,24 @@ from PIL import Image
 from segment_anything.modeling.image_encoder import Attention
 
 from samrs_ray.formats.dota import parse_dota
-from samrs_ray.masks.backend import TileMasks
+from samrs_ray.masks.backend import TileMasks, unpack_masks
 from samrs_ray.masks.box import BoxBackend
 from samrs_ray.masks.busy import BUSY_LOG, BusyInterval, busy_seconds, read_busy_log, timed_predict
 from samrs_ray.masks.checkpoint import build_sam
-from samrs_ray.masks.fast_attention import sdpa_forward, use_sdpa, uses_sdpa
+from samrs_ray.masks.fast_attention import sdpa_forward, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads, supports_bfloat16
 from tests.test_sam_engine import box_prompts, crop_with_boxes
 
 MAX_PIXELS_PER_MASK = 4
+
+
+def uses_sdpa(module: torch.nn.Module) -> bool:
+    """Whether any image-encoder Attention in `module` has the SDPA forward."""
+    from segment_anything.modeling.image_encoder import Attention
+
+    return any(isinstance(child, Attention) and getattr(child.forward, "__func__", None) is sdpa_forward
+               for child in module.modules())
 
 
 def randomise_rel_pos(model: torch.nn.Module, seed: int = 1) -> None:
@@ -222,7 +230,7 @@ def test_masks_packed_on_cuda_equal_the_host_masks(p0004_tile):
     [got] = SamBackend(model, "tiny", "", EngineSettings(device="cuda", prompt_chunk=64, pack=True)).predict(
         [tile], [box_prompts(boxes)])
     assert got.masks is None and got.shape == expected.masks.shape
-    np.testing.assert_array_equal(got.unpacked(), expected.masks)
+    np.testing.assert_array_equal(unpack_masks(got.packed(), *got.shape), expected.masks)
     np.testing.assert_array_equal(got.scores, expected.scores)
 
 

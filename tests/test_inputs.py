@@ -10,10 +10,14 @@ import pytest
 from samrs_ray.annotation import InputError
 from samrs_ray.formats import read_labels
 from samrs_ray.formats import LABEL_FORMATS
-from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_files, pair_by_stem
+from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 from samrs_ray.scenes import image_size
 
 DOTA_LABEL_STEMS = ["P0004", "P0770", "P1088", "P1234", "P1888", "P2598", "P2709"]
+
+
+def list_files(uri: str, suffixes: tuple[str, ...], storage_options=None) -> list[str]:
+    return sorted(list_sizes(uri, suffixes, storage_options))
 
 
 def test_list_real_dota_folders(realsamples):

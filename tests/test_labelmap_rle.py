@@ -12,11 +12,21 @@ from pycocotools import mask as coco_mask
 from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.masks.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, encode_rle,
-                                 mask_box, run_lengths, string_to_counts)
+from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, mask_box,
+                                 string_to_counts)
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 
 ISAID_COLOURS = {(0, 127, 127): "large-vehicle", (0, 0, 127): "small-vehicle"}  # SOURCES.md
+
+
+def encode_rle(mask: np.ndarray) -> str:
+    """mask (H, W) bool -> COCO compressed counts string, as the job writes it."""
+    return describe_mask(mask).counts
+
+
+def run_lengths(mask: np.ndarray) -> list[int]:
+    """mask (H, W) bool -> COCO uncompressed counts, as the job writes them."""
+    return string_to_counts(encode_rle(mask))
 
 
 def isaid_p0004(realsamples) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -48,10 +48,6 @@ class TileMasks:
         """The masks as pack_masks bytes (what unpack_masks reads)."""
         return self.bits.tobytes() if self.masks is None else pack_masks(self.masks)
 
-    def unpacked(self) -> np.ndarray:
-        """The masks as (N, H, W) bool."""
-        return self.masks if self.masks is not None else unpack_masks(self.bits, *self.shape)
-
 
 def pack_masks(masks: np.ndarray) -> bytes:
     """masks (N, H, W) bool -> bytes (N*H*W/8, rounded up): how masks travel between Ray stages."""

@@ -62,10 +62,3 @@ def use_sdpa(module: torch.nn.Module) -> int:
             count += 1
     return count
 
-
-def uses_sdpa(module: torch.nn.Module) -> bool:
-    """Whether any image-encoder Attention in `module` has the SDPA forward."""
-    return any(
-        isinstance(child, Attention) and getattr(child.forward, "__func__", None) is sdpa_forward
-        for child in module.modules()
-    )

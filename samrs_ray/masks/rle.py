@@ -88,12 +88,6 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     return MaskSummary(counts, int(np.count_nonzero(mask[y0:y1, x0:x1])), as_box(bounds))
 
 
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """mask (H, W) bool -> COCO's uncompressed counts."""
-    mask = np.asarray(mask, dtype=bool)
-    return crop_counts(mask, crop_bounds(mask)).tolist()
-
-
 def crop_counts(mask: np.ndarray, bounds: Optional[tuple[int, int, int, int]]) -> np.ndarray:
     """COCO counts (int64) of mask (H, W) bool, read inside `bounds` (crop_bounds'; None: empty mask)."""
     height, width = mask.shape
@@ -150,19 +144,37 @@ def string_to_counts(text: str) -> list[int]:
     return counts.tolist()
 
 
-def encode_rle(mask: np.ndarray) -> str:
-    """mask (H, W) bool -> COCO compressed counts string (pycocotools' `counts`, decoded to str)."""
-    return describe_mask(mask).counts
+def decode_crop(runs: Sequence[int], height: int, width: int) -> Optional[tuple[int, int, np.ndarray]]:
+    """COCO uncompressed counts (column-major, background first) -> (x0, y0, mask (h, w) bool) of
+    the set pixels' bounding box, or None when none is set. Only the columns that hold set pixels
+    are expanded: evaluation decodes thousands of small masks of large scenes."""
+    runs = np.asarray(runs, dtype=np.int64)
+    if (runs < 0).any() or int(runs.sum()) != height * width:
+        raise ValueError(f"RLE runs cover {int(runs.sum())} pixels, not {height}x{width}, or are negative")
+    ends = np.cumsum(runs)
+    starts = ends - runs
+    fg = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
+    s, e = starts[fg], ends[fg]
+    if s.size == 0:
+        return None
+    c0, c1 = int(s[0] // height), int((e[-1] - 1) // height + 1)
+    base = c0 * height
+    edges = np.zeros((c1 - c0) * height + 1, dtype=np.int32)
+    np.add.at(edges, s - base, 1)
+    np.add.at(edges, e - base, -1)
+    columns = (np.cumsum(edges[:-1]) > 0).reshape(c1 - c0, height).T  # (height, c1 - c0)
+    rows = np.flatnonzero(columns.any(axis=1))
+    return c0, int(rows[0]), np.ascontiguousarray(columns[rows[0]:rows[-1] + 1])
 
 
 def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     """COCO compressed counts string -> mask (height, width) bool."""
-    runs = np.asarray(string_to_counts(counts), dtype=np.int64)
-    if (runs < 0).any() or runs.sum() != height * width:
-        raise ValueError(f"RLE runs cover {runs.sum()} pixels, not {height}x{width}, or are negative")
-    values = np.arange(len(runs)) % 2 == 1  # background first
-    flat = np.repeat(values, runs)
-    return flat.reshape(width, height).T
+    mask = np.zeros((height, width), dtype=bool)
+    found = decode_crop(string_to_counts(counts), height, width)
+    if found is not None:
+        x0, y0, crop = found
+        mask[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+    return mask
 
 
 def mask_box(mask: np.ndarray) -> Optional[Box]:
