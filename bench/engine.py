@@ -5,7 +5,7 @@ tiles and the same weights, in one run.
       (the loop SAMRS ran), in a plain process (default threads and allocator)
   (b) engine: SamBackend.predict on all tiles, built by the Ray job's own MaskActor (so with
       the settings the job uses: prompt_chunk, image_batch, dtype, SDPA, threads)
-  (c) job: samrs_ray.pipeline.generate(model='sam') on a folder of the same scenes + DOTA
+  (c) job: samrs_ray.job.generate(model='sam') on a folder of the same scenes + DOTA
       labels, written to a temp dir. Ray is started first (ray.init(num_cpus=N), timed on its
       own), then generate() is timed; "incl. Ray start-up" adds the two.
 
@@ -105,7 +105,8 @@ def planned_tiles(spec: Spec) -> list[Tile]:
     """The 'todo' tiles of the scenes exactly as the job plans them, with the prompts MaskActor builds."""
     from samrs_ray.inputs import pair_by_stem
     from samrs_ray.outputs import tile_pixels
-    from samrs_ray.plan import TILE, TODO, PlanSettings, plan_scene, record_annotation
+    from samrs_ray.plan import PlanSettings, plan_scene, record_annotation
+    from samrs_ray.rows import Kind, Status
     from samrs_ray.prompts import build_prompts
 
     scenes = Path(spec.scenes)
@@ -116,7 +117,7 @@ def planned_tiles(spec: Spec) -> list[Tile]:
     tiles = []
     for pair in pairs:
         for row in plan_scene(pair, settings, frozenset()):
-            if row["kind"] == TILE and row["status"] == TODO:
+            if row["kind"] == Kind.TILE and row["status"] == Status.TODO:
                 hw = (row["height"], row["width"])
                 anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
                 tiles.append(Tile(row["tile_id"], tile_pixels(row["pixels"], *hw).copy(),
@@ -232,7 +233,8 @@ def naive_worker(spec: Spec) -> dict[str, Any]:
 
 def engine_worker(spec: Spec) -> dict[str, Any]:
     """(b): the backend the job's MaskActor builds, on all tiles in one predict() call."""
-    from samrs_ray.pipeline import MaskActor, resolve_engine
+    from samrs_ray.job import resolve_engine
+    from samrs_ray.job.actor import MaskActor
 
     device = torch.device(spec.device)
     tiles = planned_tiles(spec)
@@ -274,7 +276,7 @@ def job_worker(spec: Spec) -> dict[str, Any]:
     from samrs_ray import manifest
     from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
     from samrs_ray.masks.rle import decode_rle
-    from samrs_ray.pipeline import generate
+    from samrs_ray.job import generate
 
     workdir = Path(spec.workdir)
     log = workdir / "busy.log"

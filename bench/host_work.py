@@ -4,7 +4,7 @@ needs to feed its accelerator at a given rate.
 On a GPU node the engine only keeps the device busy if the CPU stages around it keep up:
 planning (read the scene, decode, hash, cut tiles), the mask actor's own work around
 predict() (prompts, result bytes), encoding (label map, RLEs, PNGs, writes) and shards
-(Parquet). This runs the job's own stage functions (samrs_ray.pipeline: plan_group,
+(Parquet). This runs the job's own stage functions (samrs_ray.job.stages: plan_group,
 MaskActor, encode_batch, shard_batch) in one process, without Ray, on the real DOTA samples
 copied --copies times, and counts each stage's CPU seconds (time.process_time).
 
@@ -29,13 +29,14 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import REALSAMPLES, make_scenes
-from samrs_ray import pipeline
+from samrs_ray.job import actor, graph, stages
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes, pair_by_stem
 from samrs_ray.masks.backend import TileMasks
-from samrs_ray.plan import TILE, TODO, group_scenes
+from samrs_ray.plan import group_scenes
+from samrs_ray.rows import Kind, Status
 
 STAGES = ("plan", "actor, outside predict()", "encode", "shard")
 
@@ -78,27 +79,27 @@ def as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     """Run every stage over the scenes; returns (tiles, instances, CPU seconds per stage)."""
-    config = pipeline.resolve_engine(
+    config = graph.resolve_engine(
         JobConfig(preset=PRESETS["sota"], images=str(scenes / "images"), labels=str(scenes / "labelTxt"),
                   out=str(out), model="box", write_color=True), local_gpus=0)
     sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
     pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_FORMATS["dota"].suffixes, {})))
-    plan_settings, write_settings = pipeline.stage_settings(config, checksum="")
+    plan_settings, write_settings = stages.stage_settings(config, checksum="")
     clock = CpuClock()
     rows = []
-    for item in pipeline.scene_items(group_scenes(pairs, sizes, 4), {}):
-        rows += clock.run("plan", pipeline.plan_group, item, plan_settings, True)
-    actor = pipeline.MaskActor(config)
+    for item in graph.scene_items(group_scenes(pairs, sizes, 4), {}):
+        rows += clock.run("plan", stages.plan_group, item, plan_settings, True)
+    actor = actor.MaskActor(config)
     actor.backend = clock.timed_backend(actor.backend)
     encoded = []
     for start in range(0, len(rows), config.image_batch):
         batch = clock.run("actor", actor, as_batch(rows[start : start + config.image_batch]))
-        encoded.append(clock.run("encode", pipeline.encode_batch, batch, write_settings))
-    shard = clock.run("shard", pipeline.shard_batch, {k: np.concatenate([b[k] for b in encoded]) for k in encoded[0]},
+        encoded.append(clock.run("encode", stages.encode_batch, batch, write_settings))
+    shard = clock.run("shard", stages.shard_batch, {k: np.concatenate([b[k] for b in encoded]) for k in encoded[0]},
                       write_settings)
     seconds = dict(clock.seconds)
     seconds["actor, outside predict()"] = seconds.pop("actor") - seconds["predict"]
-    tiles = sum(r["kind"] == TILE and r["status"] == TODO for r in rows)
+    tiles = sum(r["kind"] == Kind.TILE and r["status"] == Status.TODO for r in rows)
     instances = int(sum(shard["n_instances"][shard["kind"] == TILE]))
     return tiles, instances, seconds
 

@@ -22,7 +22,7 @@ from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 from tests.datasets import synthetic_scenes
 
 

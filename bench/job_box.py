@@ -1,7 +1,7 @@
 """Benchmark: the whole job with the box backend (no model), end to end on a local Ray.
 
 The real DOTA samples (P0004: 2 tiles, P1888: 1 tile), copied --copies times under other
-names (bench/engine.py's make_scenes), go through samrs_ray.pipeline.generate(model='box').
+names (bench/engine.py's make_scenes), go through samrs_ray.job.generate(model='box').
 Prints tiles/s and the share of the job's wall time spent inside the mask backend's predict()
 (the busy log of samrs_ray/masks/busy.py), i.e. how much of the job is planning, decoding,
 encoding, writing.
@@ -23,7 +23,7 @@ from engine import REALSAMPLES, make_scenes
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 
 
 def main() -> None:

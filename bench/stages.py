@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from engine import Spec, add_input_arguments, job_config, planned_tiles, prepare_inputs, timed
-from samrs_ray.pipeline import MaskActor, resolve_engine
+from samrs_ray.job import resolve_engine
+from samrs_ray.job.actor import MaskActor
 
 
 def stage_seconds(backend, tiles) -> dict[str, float]:

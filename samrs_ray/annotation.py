@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -42,6 +43,23 @@ class InputError(Exception):
         super().__init__(f"{where}: {reason}")
 
 
+class Word(str, Enum):
+    """A word of a fixed vocabulary: compares equal to, prints as and is stored as its string."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Stage(Word):
+    """Where an input was found unusable (the errors manifest's `stage` column)."""
+
+    READ = "read"  # the scene's files: bytes, image, label file
+    PAIR = "pair"  # an image without its label file, or the other way round
+    TILE = "tile"  # an object no tile holds
+    INFER = "infer"  # prompts or mask inference
+    WRITE = "write"  # the tile's PNGs and rows
+
+
 @dataclass(frozen=True)
 class InputIssue:
     """One row of the errors manifest: an input (or one object of it) that was not used."""
@@ -49,10 +67,10 @@ class InputIssue:
     source: str
     reason: str
     line: Optional[int] = None
-    stage: str = "read"  # read | pair | tile | infer | write
+    stage: Stage = Stage.READ
 
     @classmethod
-    def from_error(cls, err: InputError, stage: str = "read") -> "InputIssue":
+    def from_error(cls, err: InputError, stage: Stage = Stage.READ) -> "InputIssue":
         return cls(source=err.source, reason=err.reason, line=err.line, stage=stage)
 
     def __str__(self) -> str:

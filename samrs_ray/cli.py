@@ -208,7 +208,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from samrs_ray.pipeline import generate
+    from samrs_ray.job import generate
 
     try:
         refuse_relative_paths(args)
@@ -247,7 +247,7 @@ def format_runs(history: Sequence[Any]) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from samrs_ray.pipeline import connect
+    from samrs_ray.job import connect
     from samrs_ray import layout
     from samrs_ray.stats import write_report
 

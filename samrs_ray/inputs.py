@@ -12,7 +12,7 @@ from typing import Optional
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from samrs_ray.annotation import InputError, InputIssue
+from samrs_ray.annotation import InputError, InputIssue, Stage
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -75,7 +75,7 @@ def pair_by_stem(
     issues: list[InputIssue] = []
 
     def refuse(uris: list[str], reason: str) -> None:
-        issues.extend(InputIssue(uri, reason, stage="pair") for uri in sorted(uris))
+        issues.extend(InputIssue(uri, reason, stage=Stage.PAIR) for uri in sorted(uris))
 
     for name in sorted(images.keys() | labels.keys()):
         found_images, found_labels = images.get(name, []), labels.get(name, [])

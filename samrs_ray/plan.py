@@ -2,8 +2,8 @@
 
     ScenePair -> bytes -> annotations (with class ids) -> windows -> one row per window with objects
 
-Each row is a plain dict (the same keys for every row, so Ray Data can stack them into Arrow
-blocks). A tile whose fingerprint is already in the dataset is planned as 'skipped' and its
+Each row is a plain dict with every column of `rows.empty_row` (see rows.py for what each
+means). A tile whose fingerprint is already in the dataset is planned as 'skipped' and its
 pixels are never decoded; everything that cannot be used becomes an 'error' row. Nothing here
 knows of Ray.
 """
@@ -22,37 +22,9 @@ from samrs_ray.annotation import Annotation, InputError, InputIssue
 from samrs_ray.classes import Preset, assign_class_ids
 from samrs_ray.formats import drop_outside_image, read_labels
 from samrs_ray.inputs import ScenePair
+from samrs_ray.rows import Kind, Stage, Status, empty_row, error_row
 from samrs_ray.scenes import check_pixel_cap, decode_image, image_size
 from samrs_ray.tiling import Window, cut_tile, objects_in_window, plan_windows, tile_id
-
-# Row kinds and statuses
-TILE, SCENE, ERROR = "tile", "scene", "error"
-TODO, SKIPPED = "todo", "skipped"
-
-
-def empty_row() -> dict[str, Any]:
-    """Every key a row of the job carries, with neutral values."""
-    return {
-        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "",
-        "source_uri": "", "label_source_uri": "", "cut": False,
-        "x0": 0, "y0": 0, "width": 0, "height": 0,
-        "objects": "[]",  # JSON list of tile-relative objects (see object_record)
-        "pixels": b"",  # tile RGB, height*width*3 bytes, for 'todo' tiles only
-        "masks": b"", "scores": b"", "prompt_boxes": b"",  # filled by inference
-        "instances": "[]",  # JSON instance rows, filled by encoding
-        "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,  # scene rows
-        "n_instances": 0, "shard": "", "created_at": "",
-        "reason": "", "stage": "", "line": -1,
-        "plan_node": "", "mask_node": "", "encode_node": "", "shard_node": "",  # Ray node ids (where each ran)
-    }
-
-
-def error_row(issue: InputIssue, tile: str = "") -> dict[str, Any]:
-    row = empty_row()
-    row.update(kind=ERROR, status="error", source_uri=issue.source, reason=issue.reason,
-               stage=issue.stage, line=-1 if issue.line is None else issue.line, tile_id=tile)
-    return row
-
 
 def object_record(annotation: Annotation, class_id: int) -> dict[str, Any]:
     """A tile-relative object as JSON-able data; also what its tile's fingerprint covers."""
@@ -138,7 +110,7 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
         try:
             kept = objects_in_window([a for a, _ in annotations], window, preset.iof_thr)
         except InputError as error:  # a zero-area object: the readers refuse these, but stay total
-            return [error_row(InputIssue.from_error(error, stage="tile"))]
+            return [error_row(InputIssue.from_error(error, stage=Stage.TILE))]
         if not kept:
             empty += 1
             continue
@@ -146,19 +118,19 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
         objects_json = json.dumps([object_record(a, annotations[i][1]) for i, a in kept], sort_keys=True)
         row = empty_row()
         row.update(
-            kind=TILE, scene=pair.name, tile_id=tile_id(pair.name, preset.tile_size, window),
+            kind=Kind.TILE, scene=pair.name, tile_id=tile_id(pair.name, preset.tile_size, window),
             fingerprint=fingerprint(settings.digest, image_sha, window, objects_json),
             source_uri=pair.image_uri, label_source_uri=pair.label_uri, cut=cut,
             x0=window.x0, y0=window.y0, width=window.width, height=window.height, objects=objects_json,
         )
         if row["fingerprint"] in known:
-            row["status"] = SKIPPED
+            row["status"] = Status.SKIPPED
         elif not cut_pixels:
-            row["status"] = TODO
+            row["status"] = Status.TODO
         else:
             if scene is None:
                 scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels)
-            row["status"] = TODO
+            row["status"] = Status.TODO
             row["pixels"] = cut_tile(scene, window, preset.pad_value).tobytes()
         rows.append(row)
 
@@ -167,10 +139,10 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
             issues.append(InputIssue(
                 annotation.source,
                 f"object is in no tile: no {preset.tile_size}px window holds {preset.iof_thr:.0%} of it",
-                annotation.line, stage="tile",
+                annotation.line, stage=Stage.TILE,
             ))
     summary = empty_row()
-    summary.update(kind=SCENE, status="ok", scene=pair.name, source_uri=pair.image_uri,
+    summary.update(kind=Kind.SCENE, status=Status.OK, scene=pair.name, source_uri=pair.image_uri,
                    label_source_uri=pair.label_uri, n_objects=len(parsed.annotations) + len(parsed.issues),
                    n_windows=len(windows), n_empty=empty, n_in_tiles=len(in_tiles))
     return [summary, *rows, *(error_row(issue) for issue in issues)]

@@ -2,7 +2,7 @@
 seconds, with a message that says what to change, and nothing left behind.
 
 The inputs are listed and paired, the output location is tried, and (for SAM) the extra is
-installed; the checkpoint is checked by the driver right after (pipeline.model_checksum).
+installed; the checkpoint is checked by the driver right after (job.actor.model_checksum).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def local_ray() -> Iterator[None]:
 def sota_box_run(realsamples: Path, tmp_path_factory: pytest.TempPathFactory, local_ray):
     """The job once on the real DOTA samples (box backend), shared by the tests that read its
     outputs: (out folder, committed RunRecord). Tests must not modify it."""
-    from samrs_ray.pipeline import generate
+    from samrs_ray.job import generate
     from tests.datasets import config
 
     out = tmp_path_factory.mktemp("sota-box") / "sota"

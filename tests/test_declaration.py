@@ -1,5 +1,5 @@
 """What a run asks of the cluster is declared, and every engine default follows from the
-declaration, never from which nodes are up (pipeline.resolve_engine, cli.refuse_relative_paths)."""
+declaration, never from which nodes are up (job.graph.resolve_engine, cli.refuse_relative_paths)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from samrs_ray import cli
 from samrs_ray.config import ConfigError
-from samrs_ray.pipeline import resolve_engine
+from samrs_ray.job import resolve_engine
 from samrs_ray.plan import settings_digest
 from tests.datasets import config
 

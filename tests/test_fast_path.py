@@ -237,7 +237,7 @@ def test_masks_packed_on_cuda_equal_the_host_masks(p0004_tile):
 def test_the_job_actor_builds_the_engine_from_the_command_line(tmp_path: Path):
     """`--compile` and the job's fixed engine choices (SDPA, masks packed) reach the actor's SamBackend."""
     from samrs_ray.cli import build_parser, config_from_args
-    from samrs_ray.pipeline import MaskActor
+    from samrs_ray.job.actor import MaskActor
 
     args = build_parser().parse_args(["generate", "--images", str(tmp_path / "i"), "--labels", str(tmp_path / "l"),
                                       "--out", str(tmp_path / "o"), "--preset", "sota", "--model-type", "tiny",

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from samrs_ray import manifest
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 from tests.datasets import config, dataset_rows
 from tests.seaweed import S3Server, free_ports
 

@@ -18,7 +18,7 @@ from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.cli import format_runs, main
 from samrs_ray.formats import read_labels
 from samrs_ray.masks.rle import decode_rle
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 from samrs_ray.tiling import objects_in_window, plan_windows, tile_id
 from tests.datasets import config, dataset_rows, file_digests, synthetic_scenes, write_scene
 
@@ -315,7 +315,7 @@ def test_stage_modules_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    probe = ("import sys, samrs_ray.pipeline, samrs_ray.cli, samrs_ray.config; "
+    probe = ("import sys, samrs_ray.job, samrs_ray.job.stages, samrs_ray.cli, samrs_ray.config; "
              "print(sorted(m for m in ('torch', 'torchvision', 'segment_anything') if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert found.strip() == "[]"

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from samrs_ray import manifest, storage
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 from tests.datasets import config, dataset_rows, synthetic_scenes
 
 pytestmark = pytest.mark.slow

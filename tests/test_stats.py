@@ -13,7 +13,7 @@ from PIL import Image
 
 from samrs_ray import figures, manifest, storage
 from samrs_ray.classes import IGNORE_ID, PRESETS
-from samrs_ray.pipeline import generate
+from samrs_ray.job import generate
 from samrs_ray.stats import HIST_MAX, N_BINS, compute_stats, size_histogram, write_report
 from tests.datasets import config
 

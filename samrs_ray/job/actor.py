@@ -1,0 +1,111 @@
+"""The mask stage: an actor that holds one mask backend (SAM on its node's GPU, or the box
+baseline) and fills the masks of the rows still to compute.
+
+torch, torchvision and segment_anything are imported only here, where a model is built or
+checked: every Ray worker that plans, encodes or writes shards imports the job's other modules,
+and those imports cost ~3 s of CPU per worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+import numpy as np
+
+from samrs_ray.config import JobConfig
+from samrs_ray.job.stages import this_node
+from samrs_ray.masks.busy import timed_predict
+from samrs_ray.outputs import tile_pixels
+from samrs_ray.plan import record_annotation
+from samrs_ray.prompts import build_prompts
+from samrs_ray.rows import Stage, Status, fail, indices, put_rows, row_at
+
+log = logging.getLogger(__name__)
+
+
+def model_checksum(config: JobConfig) -> str:
+    """The checkpoint's sha256, checked to be a SAM state dict of the right type before any tile
+    is processed ('' for the box backend and for tiny SAM with random weights)."""
+    if config.model == "box":
+        return ""
+    from samrs_ray.masks.checkpoint import check_checkpoint
+
+    return check_checkpoint(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)
+
+
+class MaskActor:
+    """Holds one mask backend (SAM loaded once per actor, on its GPU when it has one).
+
+    `expected_checksum` is the checkpoint's sha256 as the driver found it (None: not checked); an
+    actor whose copy differs refuses to start rather than file its masks under the driver's.
+    """
+
+    def __init__(self, config: JobConfig, expected_checksum: Optional[str] = None):
+        self.config = config
+        if config.model == "box":
+            from samrs_ray.masks.box import BoxBackend
+
+            self.backend = BoxBackend()
+            return
+        import torch
+
+        from samrs_ray.masks.checkpoint import load_sam
+        from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
+
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if config.gpus_per_actor and device == "cpu":
+            # A node Ray counts as a GPU node without CUDA (a misconfigured image, Ray's fake
+            # autoscaler): the masks are still right, only slow; the settings stay the declared ones.
+            log.warning("mask actor on node %s: Ray gave it %g GPU but torch finds no CUDA; SAM runs on the CPU",
+                        this_node(), config.gpus_per_actor)
+        model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
+                                   expected_sha=expected_checksum)
+        settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
+                                  prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
+                                  sdpa=True, compile=config.compile, pack=True,
+                                  threads=engine_threads(device, config.num_actors or 1))
+        self.backend = SamBackend(model, config.model_type, checksum, settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        todo = indices(batch, Status.TODO)
+        if todo:
+            rows = [row_at(batch, i) for i in todo]
+            self.infer(rows)
+            for row in rows:
+                row["mask_node"] = this_node()
+            put_rows(batch, todo, rows)
+        return batch
+
+    def infer(self, rows: list[dict[str, Any]]) -> None:
+        """Fill masks/scores/prompt_boxes of each row, or mark it failed with the reason."""
+        images, prompts, ready = [], [], []
+        for row in rows:
+            try:
+                anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
+                prompts.append(build_prompts(anns, self.config.preset.prompt, (row["height"], row["width"])))
+            except Exception as error:  # a prompt SAM cannot take: this tile fails, the batch goes on
+                fail(row, Stage.INFER, f"cannot build prompts: {type(error).__name__}: {error}")
+                continue
+            images.append(tile_pixels(row["pixels"], row["height"], row["width"]))
+            ready.append(row)
+        rows = ready
+        if not rows:
+            return
+        try:
+            results = timed_predict(self.backend, images, prompts)
+        except Exception:  # one bad tile must not fail its batch: retry one by one
+            results = []
+            for row, image, prompt in zip(rows, images, prompts):
+                try:
+                    results.extend(timed_predict(self.backend, [image], [prompt]))
+                except Exception as error:
+                    results.append(error)
+        for row, prompt, result in zip(rows, prompts, results):
+            if isinstance(result, Exception):
+                fail(row, Stage.INFER, f"mask inference failed: {type(result).__name__}: {result}")
+                continue
+            row["masks"] = result.packed()
+            row["scores"] = result.scores.astype(np.float32).tobytes()
+            row["prompt_boxes"] = prompt.boxes.astype(np.float32).tobytes()

@@ -1,0 +1,141 @@
+"""After the graph: which shards make the new version, the errors shard, the counts, the commit
+and the clean-up. Ray-free: it works on the rows the graph returned.
+
+    rows -> Outcome (tiles, scenes, errors) -> shard selection -> errors shard -> RunRecord
+      -> manifest.commit -> incremental.collect_garbage
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import fsspec
+import pyarrow as pa
+
+from samrs_ray import incremental, layout, manifest
+from samrs_ray.annotation import InputIssue
+from samrs_ray.config import JobConfig
+from samrs_ray.manifest import RunRecord
+from samrs_ray.rows import NODE_COLUMNS, Kind, Status, error_row
+
+
+@dataclass
+class Outcome:
+    """The rows of one run, by kind: every input ends up in exactly one of these lists."""
+
+    tiles: list[dict[str, Any]]
+    scenes: list[dict[str, Any]]
+    errors: list[dict[str, Any]]  # unusable inputs, and the tiles that failed (as error rows)
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]], pair_errors: list[dict[str, Any]]) -> "Outcome":
+        tiles = [r for r in rows if r["kind"] == Kind.TILE]
+        failed = [error_row(InputIssue(r["source_uri"], r["reason"], stage=r["stage"]), tile=r["tile_id"])
+                  for r in tiles if r["status"] == Status.FAILED]
+        return cls(tiles, [r for r in rows if r["kind"] == Kind.SCENE],
+                   pair_errors + [r for r in rows if r["kind"] == Kind.ERROR] + failed)
+
+    def with_status(self, *statuses: Status) -> list[dict[str, Any]]:
+        return [r for r in self.tiles if r["status"] in statuses]
+
+    def wanted(self) -> dict[str, str]:
+        """{tile id: fingerprint} of the tiles in the new version."""
+        return {r["tile_id"]: r["fingerprint"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)}
+
+
+def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
+           checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
+           outcome: Outcome, n_pairs: int, cluster: dict[str, Any]) -> RunRecord:
+    """Write the version the run's rows make, commit it, clean up; returns the committed record."""
+    new_shards = index_new_shards(index, outcome)
+    wanted = outcome.wanted()
+    shards = select_shards(fs, out, wanted, index, committed, new_shards, config.shard_tiles)
+    error_shards = write_errors(fs, out, run_id, outcome.errors)
+    removed = sorted(committed_tiles(index, committed) - set(wanted))
+    processed = [r["tile_id"] for r in outcome.with_status(Status.PROCESSED)]
+    record = RunRecord(
+        run_id=run_id, started_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=config.public(),
+        model={"id": config.model_id, "type": config.model_type if config.model == "sam" else "",
+               "checksum": checksum},
+        counts=counts(outcome, n_pairs, wanted, index, len(removed)), shards=shards, errors=error_shards,
+        changes={"processed": processed[:100], "removed": removed[:100]},
+        cluster=cluster,
+    )
+    manifest.commit(fs, out, record)
+    incremental.collect_garbage(fs, out, record, set(wanted))
+    return record
+
+
+def index_new_shards(index: incremental.ShardIndex, outcome: Outcome) -> list[str]:
+    """Add the shards this run wrote to the index, from the rows they were written from (no
+    read-back); returns their names."""
+    written: dict[str, list[dict[str, Any]]] = {}
+    for r in outcome.with_status(Status.PROCESSED):
+        written.setdefault(r["shard"], []).append({c: r[c] for c in incremental.INDEX_COLUMNS})
+    for name, rows in written.items():
+        index.add(name, pa.Table.from_pylist(rows))
+    return sorted(written)
+
+
+def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str], index: incremental.ShardIndex,
+                  committed: Optional[RunRecord], new_shards: list[str], shard_tiles: int) -> list[str]:
+    """The shards of the new version: whole shards kept, plus new ones holding the rows copied
+    out of shards that also hold tiles the version drops."""
+    selection, missing = incremental.select_shards(wanted, index, incremental.shard_order(index, committed, new_shards))
+    if missing:  # a skipped tile whose shard vanished between planning and now: not in this version
+        raise RuntimeError(f"{len(missing)} tiles are in no shard (storage changed during the run?): "
+                           f"{sorted(missing)[:5]}; rerun to recompute them")
+    return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles))
+
+
+def write_errors(fs: fsspec.AbstractFileSystem, out: str, run_id: str, errors: list[dict[str, Any]]) -> list[str]:
+    """The run's errors shard (named by the run); returns its name, or [] when there were none."""
+    if not errors:
+        return []
+    table = pa.Table.from_pylist(
+        [{"source_uri": e["source_uri"], "line": None if e["line"] < 0 else e["line"], "stage": e["stage"],
+          "reason": e["reason"], "tile_id": e["tile_id"] or None} for e in errors], schema=manifest.ERRORS)
+    manifest.write_table(fs, layout.shard_path(out, "errors", run_id), table)
+    return [run_id]
+
+
+def committed_tiles(index: incremental.ShardIndex, committed: Optional[RunRecord]) -> set[str]:
+    """The tile ids of the committed version (empty before the first commit)."""
+    tiles: set[str] = set()
+    for name in committed.shards if committed else ():
+        tiles.update(index.tiles.get(name, {}))
+    return tiles
+
+
+def counts(outcome: Outcome, n_pairs: int, wanted: dict[str, str], index: incremental.ShardIndex,
+           removed: int) -> dict[str, int]:
+    """The version's counts, as _run.json and the summary give them."""
+    counts_of = index.instance_counts()
+    scenes = outcome.scenes
+    return {
+        "scenes": n_pairs,
+        "scenes_ok": len(scenes),
+        "tiles": len(wanted),
+        "processed": len(outcome.with_status(Status.PROCESSED)),
+        "skipped": len(outcome.with_status(Status.SKIPPED)),
+        "failed": len(outcome.with_status(Status.FAILED)),
+        "removed": removed,
+        "empty_windows": sum(r["n_empty"] for r in scenes),
+        "instances": sum(counts_of[(t, fp)] for t, fp in wanted.items()),
+        "objects": sum(r["n_objects"] for r in scenes),
+        "objects_in_tiles": sum(r["n_in_tiles"] for r in scenes),
+        "errors": len(outcome.errors),
+    }
+
+
+def stage_nodes(outcome: Outcome) -> dict[str, dict[str, int]]:
+    """{stage: {node id: tiles}} over the tiles this run computed: where each stage ran."""
+    nodes: dict[str, dict[str, int]] = {stage: {} for stage in NODE_COLUMNS}
+    for row in outcome.with_status(Status.PROCESSED):
+        for stage, column in NODE_COLUMNS.items():
+            nodes[stage][row[column]] = nodes[stage].get(row[column], 0) + 1
+    return nodes

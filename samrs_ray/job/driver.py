@@ -1,0 +1,108 @@
+"""`generate()`: one run of the job, from the checks before Ray starts to the summary."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Callable
+
+import ray
+
+import samrs_ray
+from samrs_ray import incremental, manifest, preflight, storage
+from samrs_ray.capacity import wait_for_gpus
+from samrs_ray.config import JobConfig
+from samrs_ray.job.actor import model_checksum
+from samrs_ray.job.commit import Outcome, finish, stage_nodes
+from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
+from samrs_ray.job.stages import stage_settings
+from samrs_ray.manifest import RunRecord
+from samrs_ray.plan import group_scenes
+from samrs_ray.progress import Progress
+from samrs_ray.rows import error_row
+
+
+def run_id_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord:
+    """Run the job; returns the committed run record. Raises ConfigError before any work when
+    the configuration cannot work (no inputs, bad checkpoint, unreadable output location)."""
+    started = datetime.now(timezone.utc)
+    clock = Clock()
+    run_id = run_id_now()
+    fs, out = storage.open_fs(config.out, config.storage_options)
+    say(f"samrs-ray run {run_id}: {config.preset.name} from {config.images} -> {config.out}")
+    # everything that can fail without Ray fails here, before a cluster is started or joined
+    preflight.require_sam_extra(config)
+    inputs = preflight.find_inputs(config)
+    image_sizes, pairs, pair_issues = inputs.image_sizes, inputs.pairs, inputs.pair_issues
+    preflight.check_writable(config)
+    checksum = model_checksum(config)
+    started_ray = connect(config.address)
+    config = resolve_engine(config, ray.cluster_resources().get("GPU", 0) if config.address is None else 0)
+    clock.lap("start")
+
+    committed = manifest.read_committed(fs, out)
+    index = incremental.read_index(fs, out)
+    known = index.known_by_source(incremental.label_pngs(fs, out))
+    say(f"{len(pairs)} scenes, {len(pair_issues)} unpaired files; {sum(len(t) for t in index.tiles.values())} "
+        f"tiles already on storage")
+
+    plan_settings, write_settings = stage_settings(config, checksum)
+    parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    # Scenes with tiles already done are checked first, cheaply (read, hash, plan; no pixels,
+    # no model); only those that changed go through the full graph with the new scenes. So a
+    # night without changes never loads SAM or asks for a GPU.
+    seen = [p for p in pairs if p.image_uri in known]
+    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known), plan_settings)
+    todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
+    gpu_wait = None
+    if todo:
+        if config.gpus_per_actor:
+            gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
+        items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
+        rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
+    clock.lap("work")
+
+    outcome = Outcome.of(rows, [error_row(i) for i in pair_issues])
+    cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
+    record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster)
+    clock.lap("commit")
+    if started_ray:
+        ray.shutdown()
+        clock.lap("shutdown")
+    say(summary_text(record, clock))
+    return record
+
+
+class Clock:
+    """A run's wall time in named parts, from the process's start (samrs_ray.STARTED)."""
+
+    def __init__(self) -> None:
+        self.last = samrs_ray.STARTED
+        self.parts: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        now = time.monotonic()
+        self.parts[part] = now - self.last
+        self.last = now
+
+    def __str__(self) -> str:
+        return f"{sum(self.parts.values()):.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in self.parts.items()) + ")"
+
+
+def summary_text(record: RunRecord, clock: Clock) -> str:
+    c = record.counts
+    lines = [
+        f"run {record.run_id} committed ({record.model['id']}) in {clock}",
+        f"  scenes    {c['scenes_ok']} read of {c['scenes']}",
+        f"  tiles     {c['tiles']} in dataset: {c['processed']} processed, {c['skipped']} unchanged; "
+        f"{c['failed']} failed, {c['removed']} removed, {c['empty_windows']} empty windows",
+        f"  instances {c['instances']} (objects read {c['objects']}, in tiles {c['objects_in_tiles']})",
+        f"  errors    {c['errors']} (see manifest/errors)" if c["errors"] else "  errors    none",
+    ]
+    return "\n".join(lines)

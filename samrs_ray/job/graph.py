@@ -1,0 +1,129 @@
+"""The Ray Data graph: connecting to Ray, the engine settings a run declares, and the streaming
+graph itself.
+
+    scene groups --flat_map(plan_group)--> rows --map_batches(MaskActor, actor pool)--> masks
+      --map_batches(encode_batch)--> PNGs + instance rows --map_batches(shard_batch)--> Parquet
+      --> the rows' light columns, to the driver
+
+Rows that are skipped or are errors flow through every stage untouched, so the driver sees
+every input exactly once at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, Optional
+
+import ray
+
+from samrs_ray.config import JobConfig
+from samrs_ray.inputs import ScenePair
+from samrs_ray.job.actor import MaskActor
+from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
+from samrs_ray.plan import PlanSettings
+from samrs_ray.progress import Progress
+from samrs_ray.rows import HEAVY_COLUMNS, Kind, Status
+
+ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
+
+
+def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
+    """Fill the engine settings from what the run declares: bf16 and big prompt chunks when its
+    mask actors ask for GPUs, fp32 and small chunks on CPUs.
+
+    The declaration is `gpus_per_actor`; left open, it is 1 for SAM on a cluster (`address`), and
+    on the embedded local Ray what this machine has (`local_gpus`, which is fixed). So the same
+    command gives the same settings, and so the same fingerprints, whichever nodes are up.
+    `num_actors` stays None for a GPU run: the mask pool then grows with the cluster's GPUs.
+    """
+    gpus = config.gpus_per_actor
+    if gpus is None:
+        wants_gpu = config.model == "sam" and config.device in (None, "cuda")
+        gpus = float(wants_gpu and (config.address is not None or local_gpus > 0))
+    on_gpu = gpus > 0
+    return replace(
+        config,
+        gpus_per_actor=gpus if config.model == "sam" else 0.0,
+        dtype=config.dtype or ("bfloat16" if on_gpu else "float32"),
+        prompt_chunk=config.prompt_chunk or (64 if on_gpu else 4),
+        num_actors=config.num_actors or (None if on_gpu else 1),
+    )
+
+
+def connect(address: Optional[str]) -> bool:
+    """Join the Ray cluster at `address`, or start a local one (the embedded default). Returns
+    whether this call did it (False: the caller's Ray is used, and left running)."""
+    if ray.is_initialized():
+        return False
+    # Ray 2.60 warns on every start that token authentication is on: that is the intended setup
+    # (README, On a Ray cluster), not something for the user to act on.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    return True
+
+
+def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
+    """One Ray Data item per group of scenes, each scene with the fingerprints already done."""
+    return [{"scenes": [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri,
+                         "known": sorted(known.get(p.image_uri, ()))} for p in group]} for group in groups]
+
+
+def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[list[dict[str, Any]], set[str]]:
+    """Plan scenes without pixels. Returns the rows of the scenes with nothing to do, and the
+    names of the scenes with tiles to (re)compute."""
+    if not items:
+        return [], set()
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.flat_map(plan_group, fn_args=(settings, False)).drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
+    rows = [dict(r) for r in ds.iter_rows()]
+    changed = {r["scene"] for r in rows if r["status"] == Status.TODO}
+    return [r for r in rows if r["scene"] not in changed], changed
+
+
+def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
+              config: JobConfig, checksum: str, progress: Progress) -> list[dict[str, Any]]:
+    """The streaming graph; returns the light summary row of every scene, tile and error."""
+    # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
+    # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
+    # batch overwrites its own files instead of duplicating rows.
+    on_gpu = bool(config.gpus_per_actor)
+    # In a terminal, Ray Data's live display of every stage (rich); elsewhere Ray Data logs its
+    # progress every few seconds, and Progress adds the job's own line.
+    context = ray.data.DataContext.get_current()
+    context.enable_rich_progress_bars, context.use_ray_tqdm = True, False
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
+    # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
+    # small scenes), and each actor call costs a Ray round trip: so on a GPU, several encoder batches
+    # per call. A CPU engine takes seconds per tile, where the round trip is nothing and a big last
+    # call would only leave more tiles to encode after it.
+    rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
+    # Two calls per actor: Ray Data turns the next batch's block into numpy, and the last batch's
+    # masks into a block, in a second thread while __call__ runs; __call__ itself stays one at a
+    # time (Ray Data's lock), so the model never holds two batches' activations.
+    ds = ds.map_batches(
+        MaskActor, fn_constructor_args=(config, checksum), batch_size=rows_per_call, batch_format="numpy",
+        compute=mask_pool(config.num_actors), num_gpus=config.gpus_per_actor or None)
+    # encode as soon as the engine hands over a batch, so little is left to encode when it stops
+    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
+    # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
+    # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
+    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy",
+                        num_cpus=0.5)
+    ds = ds.drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
+    rows = []
+    for row in map(dict, ds.iter_rows()):
+        rows.append(row)
+        tile = row["kind"] == Kind.TILE
+        progress.update(scenes=row["kind"] == Kind.SCENE, written=tile and row["status"] == Status.PROCESSED,
+                        failed=tile and row["status"] == Status.FAILED)
+    progress.done()
+    return rows
+
+
+def mask_pool(num_actors: Optional[int]) -> ray.data.ActorPoolStrategy:
+    """A fixed pool of `num_actors`, or (None) Ray Data's autoscaling pool from one actor to as
+    many as the cluster's GPUs allow: it grows as the autoscaler adds GPU nodes during the run."""
+    sizes = {"size": num_actors} if num_actors else {"min_size": 1, "max_size": None}
+    return ray.data.ActorPoolStrategy(**sizes, max_concurrent_calls_per_actor=2)

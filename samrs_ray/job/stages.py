@@ -1,0 +1,125 @@
+"""The CPU stages of the graph (planning, encoding, shard writing), each a thin wrapper over a
+Ray-free module (plan, outputs, manifest), and the settings they are given."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from samrs_ray import manifest, storage
+from samrs_ray.config import JobConfig
+from samrs_ray.inputs import ScenePair
+from samrs_ray.outputs import encode_tile, output_paths
+from samrs_ray.plan import PlanSettings, plan_scene, settings_digest
+from samrs_ray.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at
+
+HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
+
+
+def this_node() -> str:
+    """The Ray node id of this worker: each tile records where each stage ran (_run.json 'cluster')."""
+    return ray.get_runtime_context().get_node_id()
+
+
+def below_engine_priority() -> None:
+    """Lower this worker process's CPU priority (once; workers are reused) below the mask actors'.
+
+    Ray starts every worker, actors included, at niceness 15 (raylet's worker_niceness); planning
+    and encoding tasks go to 19, which the kernel's scheduler weighs 2.4x less. On a GPU node
+    15 CPU tasks would otherwise share the cores equally with the actor's one Python thread that
+    feeds the GPU. (On the 2-core bench box it changed nothing measurable: there the actor already
+    had both cores.) Tasks still use every core the actors leave idle."""
+    current = os.nice(0)
+    if current < HELPER_NICENESS:
+        os.nice(HELPER_NICENESS - current)
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    out: str
+    storage_options: dict
+    prompt_type: str
+    paint_order: str
+    palette: Optional[tuple]
+    model_id: str
+    subset: str
+
+
+def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
+    """'todo' rows with masks -> PNGs written, instance rows (JSON) filled; heavy columns dropped."""
+    below_engine_priority()
+    todo = indices(batch, Status.TODO)
+    if todo:
+        fs, out = storage.open_fs(settings.out, settings.storage_options)
+        rows = [row_at(batch, i) for i in todo]
+        for row in rows:
+            try:
+                instances = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
+                row.update(status=Status.PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
+                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           encode_node=this_node())
+            except Exception as error:
+                fail(row, Stage.WRITE, f"cannot write tile outputs: {type(error).__name__}: {error}")
+        put_rows(batch, todo, rows)
+    return cleared(batch, HEAVY_COLUMNS, b"")
+
+
+def shard_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
+    """Processed rows -> one Parquet shard pair; returns the rows (now with their shard name)."""
+    below_engine_priority()
+    done = indices(batch, Status.PROCESSED)
+    if done:
+        fs, out = storage.open_fs(settings.out, settings.storage_options)
+        rows = [row_at(batch, i) for i in done]
+        tiles = pa.Table.from_pylist([tile_record(r, fs, out, settings) for r in rows], schema=manifest.TILES)
+        instances = pa.Table.from_pylist(
+            [i for r in rows for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
+        name = manifest.write_shard(fs, out, tiles, instances)
+        for row in rows:
+            row.update(shard=name, shard_node=this_node())
+        put_rows(batch, done, rows)
+    return cleared(batch, ("instances",), "[]")
+
+
+def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
+    paths = {k: fs.unstrip_protocol(v) for k, v in output_paths(out, row["tile_id"]).items()}
+    return {
+        "tile_id": row["tile_id"], "subset": settings.subset, "source_uri": row["source_uri"],
+        "label_source_uri": row["label_source_uri"], "x0": row["x0"], "y0": row["y0"],
+        "width": row["width"], "height": row["height"],
+        "image_uri": paths["tiles"] if row["cut"] else row["source_uri"],
+        "label_uri": paths["labels"], "color_uri": paths["color"] if settings.palette else None,
+        "n_instances": row["n_instances"], "fingerprint": row["fingerprint"],
+        "model": settings.model_id, "created_at": row["created_at"],
+    }
+
+
+def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, WriteSettings]:
+    """What the planning and the writing stages need of the job's configuration; the plan's
+    digest covers every output setting and the model's checksum, so a change recomputes tiles."""
+    plan = PlanSettings(config.preset, settings_digest(config.output_settings(checksum)), config.max_pixels,
+                        config.storage_options)
+    write = WriteSettings(
+        out=config.out, storage_options=config.storage_options, prompt_type=config.preset.prompt,
+        paint_order=config.paint_order, palette=config.preset.palette if config.write_color else None,
+        model_id=config.model_id, subset=config.preset.name)
+    return plan, write
+
+
+def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list[dict[str, Any]]:
+    below_engine_priority()
+    rows = []
+    for scene in group["scenes"]:
+        pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
+        rows += plan_scene(pair, settings, frozenset(scene["known"]), cut)
+    node = this_node()
+    for row in rows:
+        row["plan_node"] = node
+    return rows

@@ -1,0 +1,118 @@
+"""The one row that flows through the job's graph, its vocabularies, and the one conversion
+between Ray Data's numpy batches and rows.
+
+    plan (scene -> rows) -> mask actor (todo rows: masks) -> encode (todo rows: PNGs, instances)
+      -> shard (processed rows: Parquet) -> the driver (every row, light columns only)
+
+Every row has every column (so Ray Data stacks them into Arrow blocks); which columns mean
+something depends on the row's kind:
+
+    kind, status           Kind; Status (below)
+    scene                  the scene's name (tile and scene rows)
+    tile_id, fingerprint   tile rows: the tile's id and what its outputs are computed from
+    source_uri             the scene's image (scene and tile rows) or the unusable input (error rows)
+    label_source_uri       the scene's label file
+    cut                    tile rows: the tile was cut from a larger scene (tiles/ gets its pixels)
+    x0, y0, width, height  tile rows: the window, scene pixels
+    objects                tile rows: JSON list of tile-relative objects (plan.object_record)
+    pixels                 todo tiles, until inference: RGB, height*width*3 bytes
+    masks, scores, prompt_boxes   todo tiles, from inference to encoding: bit-packed (N, height,
+                           width) masks, N float32 scores, N x 4 float32 boxes
+    instances              processed tiles, from encoding to sharding: JSON instance rows
+    n_objects, n_windows, n_empty, n_in_tiles   scene rows: objects read; windows; windows with
+                           no object; objects in at least one tile
+    n_instances, shard, created_at   processed tiles: instance count, shard name, time written
+    reason, stage, line    error and failed rows: why, where (Stage), which line of the file (-1: none)
+    plan_node, mask_node, encode_node, shard_node   Ray node ids where each stage ran
+
+The heavy columns are cleared as soon as the stage after them has used them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from samrs_ray.annotation import InputIssue, Stage, Word
+
+__all__ = ["Kind", "Status", "Stage", "HEAVY_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
+           "row_at", "put_rows", "cleared"]
+
+
+class Kind(Word):
+    TILE = "tile"
+    SCENE = "scene"  # one per scene read: its counts
+    ERROR = "error"  # one per unusable input (file, or object of a file)
+
+
+class Status(Word):
+    TODO = "todo"  # a tile to compute
+    SKIPPED = "skipped"  # a tile whose fingerprint is already in the dataset
+    PROCESSED = "processed"  # a tile computed and written
+    FAILED = "failed"  # a tile that could not be computed or written (reason, stage)
+    OK = "ok"  # a scene row
+    ERROR = "error"  # an error row
+
+
+HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
+# {stage: column}: the Ray node each stage of a processed tile ran on
+NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}
+
+
+def empty_row() -> dict[str, Any]:
+    """Every column a row carries, with neutral values."""
+    return {
+        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "",
+        "source_uri": "", "label_source_uri": "", "cut": False,
+        "x0": 0, "y0": 0, "width": 0, "height": 0,
+        "objects": "[]", "pixels": b"", "masks": b"", "scores": b"", "prompt_boxes": b"", "instances": "[]",
+        "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,
+        "n_instances": 0, "shard": "", "created_at": "",
+        "reason": "", "stage": "", "line": -1,
+        **{column: "" for column in NODE_COLUMNS.values()},
+    }
+
+
+def error_row(issue: InputIssue, tile: str = "") -> dict[str, Any]:
+    row = empty_row()
+    row.update(kind=Kind.ERROR, status=Status.ERROR, source_uri=issue.source, reason=issue.reason,
+               stage=issue.stage, line=-1 if issue.line is None else issue.line, tile_id=tile)
+    return row
+
+
+def fail(row: dict[str, Any], stage: Stage, reason: str) -> None:
+    row.update(status=Status.FAILED, stage=stage, reason=reason)
+
+
+# --- numpy batches <-> rows -------------------------------------------------------------------
+
+
+def indices(batch: dict[str, np.ndarray], status: Status) -> list[int]:
+    """Positions of the rows with `status`; the other rows pass through a stage untouched."""
+    return np.flatnonzero(batch["status"] == status.value).tolist()
+
+
+def row_at(batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    return {k: unbox(v[i]) for k, v in batch.items()}
+
+
+def unbox(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def put_rows(batch: dict[str, np.ndarray], positions: list[int], rows: list[dict[str, Any]]) -> None:
+    """Write rows back into the batch's columns (as object columns, so any value fits)."""
+    for key in batch:
+        column = batch[key] if batch[key].dtype == object else batch[key].astype(object)
+        for i, row in zip(positions, rows):
+            column[i] = row[key]
+        batch[key] = column
+
+
+def cleared(batch: dict[str, np.ndarray], keys: tuple[str, ...], value: Any) -> dict[str, np.ndarray]:
+    for key in keys:
+        column = np.empty(len(batch[key]), dtype=object)
+        column[:] = [value] * len(column)
+        batch[key] = column
+    return batch
