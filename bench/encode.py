@@ -37,9 +37,9 @@ from PIL import Image, ImageDraw
 
 from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.formats.dota import parse_dota
-from samrs_ray.masks import png
-from samrs_ray.masks.labelmap import paint_label_map
-from samrs_ray.masks.rle import describe_mask
+from samrs_ray.encoding import png
+from samrs_ray.encoding.labelmap import paint_label_map
+from samrs_ray.encoding.rle import describe_mask
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 from samrs_ray.tiling import Window, cut_tile, objects_in_window
 

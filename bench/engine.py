@@ -275,7 +275,7 @@ def job_worker(spec: Spec) -> dict[str, Any]:
 
     from samrs_ray import manifest
     from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
-    from samrs_ray.masks.rle import decode_rle
+    from samrs_ray.encoding.rle import decode_rle
     from samrs_ray.job import generate
 
     workdir = Path(spec.workdir)

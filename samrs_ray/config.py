@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from samrs_ray.classes import PROMPT_TYPES, Preset
 from samrs_ray.masks.model_types import MODEL_TYPES
-from samrs_ray.masks.labelmap import PAINT_ORDERS
+from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.scenes import DEFAULT_MAX_PIXELS
 
 # Bumped when the output of the same inputs and settings changes (a bug fix in the recipe),

@@ -25,8 +25,8 @@ import numpy as np
 
 from samrs_ray import layout, manifest, storage
 from samrs_ray.inputs import stem
-from samrs_ray.masks.box import fill_polygon
-from samrs_ray.masks.rle import decode_crop, string_to_counts
+from samrs_ray.geometry import fill_polygon
+from samrs_ray.encoding.rle import decode_crop, string_to_counts
 from samrs_ray.scenes import decode_image
 
 GT_FORMATS = ("isaid-png", "coco")

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from samrs_ray.classes import IGNORE_ID
-from samrs_ray.masks.rle import mask_box
+from samrs_ray.encoding.rle import mask_box
 
 LOG_SPAN = 50  # max / min of the positive counts from which an axis goes logarithmic
 BAR = "#4c72b0"

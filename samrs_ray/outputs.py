@@ -17,9 +17,9 @@ import numpy as np
 
 from samrs_ray import layout, storage
 from samrs_ray.masks.backend import unpack_masks
-from samrs_ray.masks.labelmap import paint_label_map
-from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import describe_mask
+from samrs_ray.encoding.labelmap import paint_label_map
+from samrs_ray.encoding.png import color_png, image_png, label_png
+from samrs_ray.encoding.rle import describe_mask
 
 
 def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:

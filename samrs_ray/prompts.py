@@ -20,7 +20,7 @@ import numpy as np
 from samrs_ray.annotation import Annotation, InputError, enclosing_box
 from samrs_ray.classes import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch
-from samrs_ray.masks.box import box_corners, fill_polygon
+from samrs_ray.geometry import box_corners, fill_polygon
 
 # Logits of the mask prompt. SAM was trained with its own previous, unthresholded low-res
 # logits as mask_input; confident pixels there sit around +-10..30. +-20 is a confident

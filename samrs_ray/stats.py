@@ -32,7 +32,7 @@ from PIL import Image
 
 from samrs_ray import figures, layout, manifest, storage
 from samrs_ray.classes import IGNORE_ID, PRESETS, make_palette
-from samrs_ray.masks.rle import decode_rle
+from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.scenes import decode_image
 
 HIST_BIN = 50  # pixels per histogram bin, as SAMRS's mask-size figure

@@ -9,7 +9,8 @@ from shapely.geometry import Polygon, box
 
 from samrs_ray.formats import parse_dota
 from samrs_ray.masks.backend import MaskBackend, PromptBatch
-from samrs_ray.masks.box import BoxBackend, fill_polygon
+from samrs_ray.geometry import fill_polygon
+from samrs_ray.masks.box import BoxBackend
 from samrs_ray.prompts import build_prompts
 from samrs_ray.tiling import objects_in_window, plan_windows
 

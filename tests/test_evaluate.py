@@ -17,8 +17,8 @@ from samrs_ray.evaluate import (
     Crop, SceneTruth, GtInstance, evaluate, format_result, isaid_truth, match, polygon_crop, rle_crop,
 )
 from samrs_ray.formats import parse_dota
-from samrs_ray.masks.box import fill_polygon
-from samrs_ray.masks.rle import decode_rle
+from samrs_ray.geometry import fill_polygon
+from samrs_ray.encoding.rle import decode_rle
 from tests.test_labelmap_rle import encode_rle, run_lengths
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
-from samrs_ray.masks.labelmap import PAINT_ORDERS, paint_label_map
-from samrs_ray.masks.png import color_png, image_png, label_png
-from samrs_ray.masks.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, mask_box,
+from samrs_ray.encoding.labelmap import PAINT_ORDERS, paint_label_map
+from samrs_ray.encoding.png import color_png, image_png, label_png
+from samrs_ray.encoding.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, mask_box,
                                  string_to_counts)
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 

@@ -17,7 +17,7 @@ from samrs_ray import manifest
 from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.cli import format_runs, main
 from samrs_ray.formats import read_labels
-from samrs_ray.masks.rle import decode_rle
+from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.job import generate
 from samrs_ray.tiling import objects_in_window, plan_windows, tile_id
 from tests.datasets import config, dataset_rows, file_digests, synthetic_scenes, write_scene

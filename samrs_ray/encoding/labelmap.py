@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from samrs_ray.classes import IGNORE_ID
-from samrs_ray.masks.rle import crop_bounds
+from samrs_ray.encoding.rle import crop_bounds
 
 # 'annotation': paint in annotation order, the later instance wins an overlap (SAMRS's rule).
 # 'area-desc': paint the larger instances first, so a small object on a large one stays visible.
