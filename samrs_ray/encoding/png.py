@@ -3,16 +3,9 @@
 Same input, same bytes: PIL writes no timestamp or other metadata unless asked, and the
 zlib levels are fixed here, so reruns write byte-identical files.
 
-Tile pixels are written at zlib level 1, label maps at 6. The RGB tile PNG was most of the
-encode stage's time (bench/encode.py, a real 1024x1024 DOTA P0004 tile, one CPU core):
-
-    level   seconds   bytes       vs level 6
-    1       0.053     1,158,801   3.9x faster, +7.6% size
-    3       0.076     1,104,997   2.8x faster, +2.6% size
-    6       0.210     1,076,690   (zlib's default, used before)
-
-Level 1 pays well over the bar we set (>2x faster for <15% larger). Label maps (flat regions)
-take 4-25 ms at level 6 and stay there: their bytes are unchanged.
+Tile pixels are written at zlib level 1, label maps at 6. The RGB tile PNG is most of the
+encode stage's time, and level 1 writes it several times faster for a few percent more bytes
+(bench/RESULTS.md has the measurement); label maps are flat regions, cheap at level 6.
 """
 
 from __future__ import annotations

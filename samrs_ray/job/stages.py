@@ -34,8 +34,7 @@ def below_engine_priority() -> None:
     Ray starts every worker, actors included, at niceness 15 (raylet's worker_niceness); planning
     and encoding tasks go to 19, which the kernel's scheduler weighs 2.4x less. On a GPU node
     15 CPU tasks would otherwise share the cores equally with the actor's one Python thread that
-    feeds the GPU. (On the 2-core bench box it changed nothing measurable: there the actor already
-    had both cores.) Tasks still use every core the actors leave idle."""
+    feeds the GPU. Tasks still use every core the actors leave idle."""
     current = os.nice(0)
     if current < HELPER_NICENESS:
         os.nice(HELPER_NICENESS - current)
