@@ -105,7 +105,7 @@ def planned_tiles(spec: Spec) -> list[Tile]:
     """The 'todo' tiles of the scenes exactly as the job plans them, with the prompts MaskActor builds."""
     from samrs_ray.inputs import pair_by_stem
     from samrs_ray.outputs import tile_pixels
-    from samrs_ray.plan import PlanSettings, plan_scene, record_annotation
+    from samrs_ray.plan import PlanSettings, plan_scene, tile_annotations
     from samrs_ray.rows import Kind, Status
     from samrs_ray.prompts import build_prompts
 
@@ -119,9 +119,8 @@ def planned_tiles(spec: Spec) -> list[Tile]:
         for row in plan_scene(pair, settings, frozenset()):
             if row["kind"] == Kind.TILE and row["status"] == Status.TODO:
                 hw = (row["height"], row["width"])
-                anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
                 tiles.append(Tile(row["tile_id"], tile_pixels(row["pixels"], *hw).copy(),
-                                  build_prompts(anns, PRESET.prompt, hw)))
+                                  build_prompts(tile_annotations(row), PRESET.prompt, hw)))
     return tiles
 
 

@@ -29,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import REALSAMPLES, make_scenes
-from samrs_ray.job import actor, graph, stages
+from samrs_ray.job import graph, stages
+from samrs_ray.job.actor import MaskActor
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.formats import LABEL_FORMATS
@@ -89,7 +90,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     rows = []
     for item in graph.scene_items(group_scenes(pairs, sizes, 4), {}):
         rows += clock.run("plan", stages.plan_group, item, plan_settings, True)
-    actor = actor.MaskActor(config)
+    actor = MaskActor(config)
     actor.backend = clock.timed_backend(actor.backend)
     encoded = []
     for start in range(0, len(rows), config.image_batch):
@@ -100,7 +101,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     seconds = dict(clock.seconds)
     seconds["actor, outside predict()"] = seconds.pop("actor") - seconds["predict"]
     tiles = sum(r["kind"] == Kind.TILE and r["status"] == Status.TODO for r in rows)
-    instances = int(sum(shard["n_instances"][shard["kind"] == TILE]))
+    instances = int(sum(shard["n_instances"][shard["kind"] == Kind.TILE]))
     return tiles, instances, seconds
 
 

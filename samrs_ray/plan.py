@@ -44,6 +44,11 @@ def record_annotation(record: dict[str, Any], source: str) -> Annotation:
                       record["difficult"], source, record["line"])
 
 
+def tile_annotations(row: dict[str, Any]) -> list[Annotation]:
+    """A tile row's objects as Annotations again (tile pixels), for its prompts."""
+    return [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
+
+
 def fingerprint(settings_digest: str, image_sha: str, window: Window, objects_json: str) -> str:
     """What a tile's output depends on: settings (incl. model checksum), pixels, window, objects."""
     digest = hashlib.sha256()

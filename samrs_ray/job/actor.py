@@ -8,7 +8,6 @@ and those imports cost ~3 s of CPU per worker.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Optional
 
@@ -18,7 +17,7 @@ from samrs_ray.config import JobConfig
 from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.outputs import tile_pixels
-from samrs_ray.plan import record_annotation
+from samrs_ray.plan import tile_annotations
 from samrs_ray.prompts import build_prompts
 from samrs_ray.rows import Stage, Status, fail, indices, put_rows, row_at
 
@@ -83,8 +82,8 @@ class MaskActor:
         images, prompts, ready = [], [], []
         for row in rows:
             try:
-                anns = [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
-                prompts.append(build_prompts(anns, self.config.preset.prompt, (row["height"], row["width"])))
+                prompts.append(build_prompts(tile_annotations(row), self.config.preset.prompt,
+                                             (row["height"], row["width"])))
             except Exception as error:  # a prompt SAM cannot take: this tile fails, the batch goes on
                 fail(row, Stage.INFER, f"cannot build prompts: {type(error).__name__}: {error}")
                 continue

@@ -25,7 +25,8 @@ HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see belo
 
 def this_node() -> str:
     """The Ray node id of this worker: each tile records where each stage ran (_run.json 'cluster')."""
-    return ray.get_runtime_context().get_node_id()
+    # outside Ray (a bench calling a stage directly) there is no node, and no Ray to start for one
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def below_engine_priority() -> None:
