@@ -4,6 +4,9 @@ A checkpoint is a plain state dict of tensors (the official release files are). 
 with `torch.load(..., weights_only=True)`, so a file that carries code is refused, never run.
 Every problem (cannot fetch, corrupt, wrong model type) is a `CheckpointError` that names the
 URI, raised when the model is loaded, i.e. before any tile is processed.
+
+Over 300 lines on purpose: fetching, checking and loading share the cache's naming and the
+error messages, and a change to one (a new store's version fields) must be read with the rest.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ The fast path (EngineSettings) adds, each measured in bench/RESULTS.md: bf16 aut
 attention in the image encoder (fast_attention.py), torch.compile of the image encoder and
 mask decoder, page-locked host buffers with one device sync per tile (CUDA), and keeping freed
 host memory in the process (host_memory.py).
+
+Over 300 lines on purpose: the engine's settings, the batched encoder and decoder calls and
+the packing on the device are one path that must stay equal to the official predictor's.
 """
 
 from __future__ import annotations
