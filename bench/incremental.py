@@ -15,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
+from PIL import Image
 
 from samrs_ray import incremental, storage
 from samrs_ray.classes import PRESETS
@@ -23,7 +25,18 @@ from samrs_ray.config import JobConfig
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes
 from samrs_ray.job import generate
-from tests.datasets import synthetic_scenes
+
+
+def write_scenes(folder: Path, count: int, size: int) -> None:
+    """`count` noise scenes of size x size pixels, each with two small DOTA boxes."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labelTxt").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / "images" / f"S{i:05d}.png")
+        corners = [(int(x), int(y), int(x) + 12, int(y) + 10) for x, y in rng.integers(0, size - 12, (2, 2))]
+        (folder / "labelTxt" / f"S{i:05d}.txt").write_text(
+            "".join(f"{a} {b} {c} {b} {c} {d} {a} {d} small-vehicle 0\n" for a, b, c, d in corners))
 
 
 def timed(label: str, fn):
@@ -42,7 +55,7 @@ def main() -> None:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="samrs-incremental-"))
     data, out = root / "data", root / "out"
     if not (data / "images").is_dir():
-        timed(f"write {args.tiles} synthetic scenes", lambda: synthetic_scenes(data, args.tiles, size=args.size, objects=2))
+        timed(f"write {args.tiles} synthetic scenes", lambda: write_scenes(data, args.tiles, args.size))
     preset = dataclasses.replace(PRESETS["sota"], tile_size=None)
     config = JobConfig(preset=preset, images=str(data / "images"), labels=str(data / "labelTxt"), out=str(out),
                        model="box", write_color=False)
