@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from samrs_ray.classes import PROMPT_TYPES, Preset
-from samrs_ray.masks.model_types import MODEL_TYPES
+from samrs_ray.masks.model_types import IMAGE_BATCH, MODEL_TYPES
 from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.scenes import DEFAULT_MAX_PIXELS
 
@@ -59,7 +59,7 @@ class JobConfig:
     gpu_wait_s: float = DEFAULT_GPU_WAIT_S
     device: Optional[str] = None  # None: 'cuda' where the actor's node has CUDA, else 'cpu' (with a warning)
     dtype: Optional[str] = None  # None: 'bfloat16' when GPUs are declared, else 'float32'
-    image_batch: int = 4
+    image_batch: int = IMAGE_BATCH
     prompt_chunk: Optional[int] = None  # None: 64 with GPUs declared, else 4 (see EngineSettings)
     multimask: bool = False
     compile: bool = False  # torch.compile in each actor: minutes to compile, then faster (bench/RESULTS.md)

@@ -16,6 +16,7 @@ import numpy as np
 from samrs_ray.config import JobConfig
 from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
+from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
 from samrs_ray.outputs import tile_pixels
 from samrs_ray.plan import tile_annotations
 from samrs_ray.prompts import build_prompts
@@ -62,7 +63,7 @@ class MaskActor:
         model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
                                    expected_sha=expected_checksum)
         settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
-                                  prompt_chunk=config.prompt_chunk or 4, multimask=config.multimask,
+                                  prompt_chunk=config.prompt_chunk or PROMPT_CHUNK_CPU, multimask=config.multimask,
                                   sdpa=True, compile=config.compile, pack=True,
                                   threads=engine_threads(device, config.num_actors or 1))
         self.backend = SamBackend(model, config.model_type, checksum, settings)

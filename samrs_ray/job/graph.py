@@ -21,6 +21,7 @@ from samrs_ray.config import JobConfig
 from samrs_ray.inputs import ScenePair
 from samrs_ray.job.actor import MaskActor
 from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
+from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU
 from samrs_ray.plan import PlanSettings
 from samrs_ray.progress import Progress
 from samrs_ray.rows import HEAVY_COLUMNS, Kind, Status
@@ -46,7 +47,7 @@ def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
         config,
         gpus_per_actor=gpus if config.model == "sam" else 0.0,
         dtype=config.dtype or ("bfloat16" if on_gpu else "float32"),
-        prompt_chunk=config.prompt_chunk or (64 if on_gpu else 4),
+        prompt_chunk=config.prompt_chunk or (PROMPT_CHUNK_GPU if on_gpu else PROMPT_CHUNK_CPU),
         num_actors=config.num_actors or (None if on_gpu else 1),
     )
 

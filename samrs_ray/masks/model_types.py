@@ -7,6 +7,12 @@ never build a model can name model types without importing torch and segment_any
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 
+# The engine's batch sizes, written once for the engine (masks/sam.py) and the job (config.py):
+# tiles per image-encoder call, and prompts per decoder call on GPUs and on CPUs (where big
+# chunks cost memory faults; bench/RESULTS.md).
+IMAGE_BATCH = 4
+PROMPT_CHUNK_GPU, PROMPT_CHUNK_CPU = 64, 4
+
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be fetched or used; the message names the URI and the problem."""

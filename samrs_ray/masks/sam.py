@@ -36,6 +36,7 @@ from samrs_ray.classes import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch, TileMasks
 from samrs_ray.masks.fast_attention import use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
+from samrs_ray.masks.model_types import IMAGE_BATCH, PROMPT_CHUNK_GPU
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -56,8 +57,8 @@ class EngineSettings:
 
     device: str = "cpu"
     dtype: str = "float32"  # "float32" | "bfloat16" (autocast)
-    image_batch: int = 4  # tiles per image-encoder call
-    prompt_chunk: int = 64  # prompts per prompt-encoder/mask-decoder call
+    image_batch: int = IMAGE_BATCH  # tiles per image-encoder call
+    prompt_chunk: int = PROMPT_CHUNK_GPU  # prompts per prompt-encoder/mask-decoder call
     multimask: bool = False  # True: SAM's 3 masks per prompt, keep the one with the best predicted IoU
     pack: bool = False  # hand masks over bit-packed, packed on the device (TileMasks.bits); the Ray job's choice
     sdpa: bool = False  # image-encoder attention through F.scaled_dot_product_attention (patches the model)
