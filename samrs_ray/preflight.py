@@ -19,13 +19,12 @@ import fsspec
 
 from samrs_ray import storage
 from samrs_ray.annotation import InputError, InputIssue
+from samrs_ray.classes import PRESETS
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_sizes, pair_by_stem
 
 SAM_EXTRA = "pip install 'samrs-ray[sam]'"
-# Which preset reads which label format by default, for suggestions.
-PRESET_OF_FORMAT = {"dota": "sota", "dior": "sior", "fair1m": "fast"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,8 @@ def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
     if not others:
         return message
     found = ", ".join(f"{count} {suffix} files" for suffix, count in others.most_common())
-    fixes = [f"--preset {PRESET_OF_FORMAT[f]} or --label-format {f}" for f, other in LABEL_FORMATS.items()
+    preset_of = {preset.label_format: name for name, preset in PRESETS.items()}
+    fixes = [f"--preset {preset_of[f]} or --label-format {f}" for f, other in LABEL_FORMATS.items()
              if f != fmt and set(other.suffixes) & set(others)]
     return (f"--preset {config.preset.name} reads {fmt} labels ({expected} files), but {config.labels} has "
             f"{found}: for those, use {'; or '.join(fixes)}")
