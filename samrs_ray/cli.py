@@ -18,9 +18,9 @@ from typing import Any, Optional, Sequence
 
 from samrs_ray.classes import PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.config import MODELS, ConfigError, JobConfig
+from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
-from samrs_ray.encoding.labelmap import PAINT_ORDERS
 
 
 def tile_size(text: str) -> int:

@@ -22,7 +22,6 @@ from samrs_ray import storage
 PngFolder = Literal["labels", "color", "tiles"]
 Table = Literal["tiles", "instances", "errors"]
 PNG_FOLDERS: tuple[PngFolder, ...] = ("labels", "color", "tiles")
-SHARD_TABLES: tuple[Table, ...] = ("tiles", "instances")  # written together, one pair per shard name
 RUN_RECORD = "_run.json"
 
 

@@ -39,14 +39,18 @@ JOB_TIMEOUT_S = 900
 LOCATION_COLUMNS = ("created_at", "source_uri", "label_source_uri", "image_uri", "label_uri", "color_uri")
 
 
-def generate(images: str, labels: str, out: str, env: dict[str, str], *extra: str,
-             address: Optional[str] = None) -> subprocess.CompletedProcess:
-    """`samrs-ray generate` with tiny SAM, as a user runs it (a driver process of its own)."""
+def generate_command(images: str, labels: str, out: str, *extra: str, address: Optional[str] = None) -> list[str]:
+    """`samrs-ray generate` with tiny SAM, as a user types it."""
     command = [str(SAMRS), "generate", "--preset", "sota", "--images", images, "--labels", labels, "--out", out,
                "--model", "sam", "--model-type", "tiny", "--dtype", "float32", *extra]
-    if address:
-        command += ["--address", address]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    return command + ["--address", address] if address else command
+
+
+def generate(images: str, labels: str, out: str, env: dict[str, str], *extra: str,
+             address: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run generate_command in a driver process of its own, to the end."""
+    return subprocess.run(generate_command(images, labels, out, *extra, address=address), env=env,
+                          capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
 
 
 def committed(out: str, storage_options: Optional[dict] = None) -> dict:
@@ -172,9 +176,7 @@ def test_kuberay_shaped_cluster_on_s3_survives_a_killed_worker(kuberay_shaped, s
     out = s3.uri(f"{s3_inputs['prefix']}/out")
     args = (s3_inputs["images"], s3_inputs["labels"], out, cluster.env, "--checkpoint", s3_inputs["checkpoint"])
     driver = subprocess.Popen(
-        [str(SAMRS), "generate", "--preset", "sota", "--images", args[0], "--labels", args[1], "--out", out,
-         "--model", "sam", "--model-type", "tiny", "--dtype", "float32", "--checkpoint", s3_inputs["checkpoint"],
-         "--address", cluster.address],
+        generate_command(*args[:3], "--checkpoint", s3_inputs["checkpoint"], address=cluster.address),
         env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     # kill the first worker whose mask actor has fetched the checkpoint (its pod dies mid-stage)
