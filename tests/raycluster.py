@@ -30,6 +30,23 @@ RAY = Path(sys.executable).parent / "ray"
 UP_TIMEOUT_S = 120.0
 
 
+def wait_for_job_agent(address: str, env: dict[str, str], timeout_s: float = UP_TIMEOUT_S) -> None:
+    """Wait until the head at dashboard `address` takes a job. `ray start` returns before the
+    head's dashboard agent has registered, and until it has, `ray job submit` fails with "No
+    available agent to submit job" once Ray's own 10 s wait runs out (seen on a loaded CI box).
+    A no-op submission is the check, because that is exactly what the test does next."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        probe = subprocess.run([str(RAY), "job", "submit", "--address", address, "--", "true"],
+                               env=env, capture_output=True, text=True, timeout=timeout_s)
+        if probe.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the Ray head at {address} took no job in {timeout_s:.0f} s:\n"
+                                 + (probe.stdout + probe.stderr)[-3000:])
+        time.sleep(1)
+
+
 def ray_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The environment of every process of a test cluster and of its drivers, as a user's shell
     would have it after `source .venv/bin/activate`: this venv's `python` and `ray` first on PATH,

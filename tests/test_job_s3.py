@@ -23,6 +23,7 @@ from PIL import Image
 from samrs_ray import manifest
 from samrs_ray.job import generate
 from tests.datasets import config, dataset_rows
+from tests.raycluster import wait_for_job_agent
 from tests.seaweed import S3Server, free_ports
 
 pytestmark = pytest.mark.slow
@@ -94,6 +95,7 @@ def ray_head(s3: S3Server, tmp_path: Path):
         time.sleep(1)
     else:
         raise AssertionError("the Ray head did not come up: " + (tmp_path / "ray-head.log").read_text()[-3000:])
+    wait_for_job_agent(address, env)
     yield address, env
     head.send_signal(signal.SIGTERM)
     try:

@@ -61,6 +61,10 @@ def test_ray_job_submit_block_works_as_written(tmp_path: Path) -> None:
     assert relative != submit
     lines = block.rstrip().splitlines()
     assert lines[-1] == "ray stop"
+    # What the README tells a user whose first submission meets a head still starting: try again.
+    started = next(i for i, line in enumerate(lines) if line.startswith("ray start --head"))
+    lines.insert(started + 1, "for _ in $(seq 120); do ray job submit --address http://127.0.0.1:8265 -- true"
+                              " > /dev/null 2>&1 && break; sleep 1; done")
     script = "set -e\n" + "\n".join(lines[:-1]) + "\nset +e\n" + relative + "\necho relative-exit=$?\nray stop\n"
     result = in_namespace(script, repo)
     output = result.stdout + result.stderr
