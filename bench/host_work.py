@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 
 from engine import REALSAMPLES, make_scenes
 from samrs_ray.job import graph, stages
@@ -96,12 +97,11 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     for start in range(0, len(rows), config.image_batch):
         batch = clock.run("actor", actor, as_batch(rows[start : start + config.image_batch]))
         encoded.append(clock.run("encode", stages.encode_batch, batch, write_settings))
-    shard = clock.run("shard", stages.shard_batch, {k: np.concatenate([b[k] for b in encoded]) for k in encoded[0]},
-                      write_settings)
+    shard = clock.run("shard", stages.shard_batch, pa.concat_tables(encoded), write_settings).to_pylist()
     seconds = dict(clock.seconds)
     seconds["actor, outside predict()"] = seconds.pop("actor") - seconds["predict"]
     tiles = sum(r["kind"] == Kind.TILE and r["status"] == Status.TODO for r in rows)
-    instances = int(sum(shard["n_instances"][shard["kind"] == Kind.TILE]))
+    instances = sum(r["n_instances"] for r in shard if r["kind"] == Kind.TILE)
     return tiles, instances, seconds
 
 

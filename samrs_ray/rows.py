@@ -18,7 +18,8 @@ something depends on the row's kind:
     pixels                 todo tiles, until inference: RGB, height*width*3 bytes
     masks, scores, prompt_boxes   todo tiles, from inference to encoding: bit-packed (N, height,
                            width) masks, N float32 scores, N x 4 float32 boxes
-    instances              processed tiles, from encoding to sharding: JSON instance rows
+    instances              from encoding to sharding only: each processed tile's instance rows,
+                           list<struct> of manifest.INSTANCES (encode adds the column, shard drops it)
     n_objects, n_windows, n_empty, n_in_tiles   scene rows: objects read; windows; windows with
                            no object; objects in at least one tile
     n_instances, shard, created_at   processed tiles: instance count, shard name, time written
@@ -34,10 +35,13 @@ from typing import Any
 
 import numpy as np
 
+import pyarrow as pa
+
+from samrs_ray import manifest
 from samrs_ray.annotation import InputIssue, Stage, Word
 
 __all__ = ["Kind", "Status", "Stage", "HEAVY_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
-           "row_at", "put_rows", "cleared"]
+           "row_at", "put_rows", "cleared", "INSTANCE_LISTS", "with_instances"]
 
 
 class Kind(Word):
@@ -66,7 +70,7 @@ def empty_row() -> dict[str, Any]:
         "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "",
         "source_uri": "", "label_source_uri": "", "cut": False,
         "x0": 0, "y0": 0, "width": 0, "height": 0,
-        "objects": "[]", "pixels": b"", "masks": b"", "scores": b"", "prompt_boxes": b"", "instances": "[]",
+        "objects": "[]", "pixels": b"", "masks": b"", "scores": b"", "prompt_boxes": b"",
         "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,
         "n_instances": 0, "shard": "", "created_at": "",
         "reason": "", "stage": "", "line": -1,
@@ -116,3 +120,19 @@ def cleared(batch: dict[str, np.ndarray], keys: tuple[str, ...], value: Any) -> 
         column[:] = [value] * len(column)
         batch[key] = column
     return batch
+
+
+# --- the Arrow block from encoding to sharding ------------------------------------------------
+
+# Typed here, not inferred: a block whose tiles have no instances would otherwise get list<null>,
+# which does not stack with the other blocks.
+INSTANCE_LISTS = pa.list_(pa.struct(list(manifest.INSTANCES)))
+
+
+def with_instances(batch: dict[str, np.ndarray], instances: list[list[dict[str, Any]]]) -> pa.Table:
+    """A numpy batch plus each row's instance rows (manifest.INSTANCES keys; [] for rows with
+    none) -> the Arrow block that the shard stage reads without parsing anything."""
+    columns = {key: pa.array(column.tolist() if column.dtype == object else column) for key, column in batch.items()}
+    columns["instances"] = pa.array(instances, type=INSTANCE_LISTS)
+    return pa.table(columns)
+

@@ -76,7 +76,7 @@ def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[l
     if not items:
         return [], set()
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.flat_map(plan_group, fn_args=(settings, False)).drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
+    ds = ds.flat_map(plan_group, fn_args=(settings, False)).drop_columns([*HEAVY_COLUMNS, "objects"])
     rows = [dict(r) for r in ds.iter_rows()]
     changed = {r["scene"] for r in rows if r["status"] == Status.TODO}
     return [r for r in rows if r["scene"] not in changed], changed
@@ -110,9 +110,9 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
     # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
     # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
-    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="numpy",
+    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="pyarrow",
                         num_cpus=0.5)
-    ds = ds.drop_columns([*HEAVY_COLUMNS, "instances", "objects"])
+    ds = ds.drop_columns([*HEAVY_COLUMNS, "objects"])
     rows = []
     for row in map(dict, ds.iter_rows()):
         rows.append(row)

@@ -3,7 +3,6 @@ Ray-free module (plan, outputs, manifest), and the settings they are given."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from samrs_ray import manifest, storage
@@ -18,7 +18,7 @@ from samrs_ray.config import JobConfig
 from samrs_ray.inputs import ScenePair
 from samrs_ray.outputs import encode_tile, output_paths
 from samrs_ray.plan import PlanSettings, plan_scene, settings_digest
-from samrs_ray.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at
+from samrs_ray.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at, with_instances
 
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
@@ -52,40 +52,44 @@ class WriteSettings:
     subset: str
 
 
-def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
-    """'todo' rows with masks -> PNGs written, instance rows (JSON) filled; heavy columns dropped."""
+def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> pa.Table:
+    """'todo' rows with masks -> PNGs written, rows 'processed' with their instance rows in the
+    typed `instances` column (rows.with_instances); heavy columns dropped."""
     below_engine_priority()
+    instances: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
     todo = indices(batch, Status.TODO)
     if todo:
         fs, out = storage.open_fs(settings.out, settings.storage_options)
         rows = [row_at(batch, i) for i in todo]
-        for row in rows:
+        for i, row in zip(todo, rows):
             try:
-                instances = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
-                row.update(status=Status.PROCESSED, instances=json.dumps(instances), n_instances=len(instances),
+                instances[i] = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
+                row.update(status=Status.PROCESSED, n_instances=len(instances[i]),
                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            encode_node=this_node())
             except Exception as error:
                 fail(row, Stage.WRITE, f"cannot write tile outputs: {type(error).__name__}: {error}")
         put_rows(batch, todo, rows)
-    return cleared(batch, HEAVY_COLUMNS, b"")
+    return with_instances(cleared(batch, HEAVY_COLUMNS, b""), instances)
 
 
-def shard_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> dict[str, np.ndarray]:
-    """Processed rows -> one Parquet shard pair; returns the rows (now with their shard name)."""
+def shard_batch(block: pa.Table, settings: WriteSettings) -> pa.Table:
+    """Processed rows -> one Parquet shard pair; returns the rows, with their shard name and
+    without the instances column."""
     below_engine_priority()
-    done = indices(batch, Status.PROCESSED)
-    if done:
+    done = pc.equal(block["status"], Status.PROCESSED.value)
+    if pc.any(done).as_py():
         fs, out = storage.open_fs(settings.out, settings.storage_options)
-        rows = [row_at(batch, i) for i in done]
-        tiles = pa.Table.from_pylist([tile_record(r, fs, out, settings) for r in rows], schema=manifest.TILES)
-        instances = pa.Table.from_pylist(
-            [i for r in rows for i in json.loads(r["instances"])], schema=manifest.INSTANCES)
+        processed = block.filter(done)
+        records = [tile_record(r, fs, out, settings) for r in processed.drop_columns(["instances"]).to_pylist()]
+        tiles = pa.Table.from_pylist(records, schema=manifest.TILES)
+        flat = pc.list_flatten(processed["instances"]).combine_chunks()
+        instances = pa.Table.from_batches([pa.RecordBatch.from_struct_array(flat)]).cast(manifest.INSTANCES)
         name = manifest.write_shard(fs, out, tiles, instances)
-        for row in rows:
-            row.update(shard=name, shard_node=this_node())
-        put_rows(batch, done, rows)
-    return cleared(batch, ("instances",), "[]")
+        for column, value in (("shard", name), ("shard_node", this_node())):
+            block = block.set_column(block.schema.get_field_index(column), column,
+                                     pc.if_else(done, value, block[column]))
+    return block.drop_columns(["instances"])
 
 
 def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
