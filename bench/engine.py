@@ -102,12 +102,11 @@ def job_config(spec: Spec, out: str, **changes: Any):
 
 
 def planned_tiles(spec: Spec) -> list[Tile]:
-    """The 'todo' tiles of the scenes exactly as the job plans them, with the prompts MaskActor builds."""
+    """The 'todo' tiles of the scenes exactly as the job plans them, with their prompts (plan.tile_prompts, as the mask stage)."""
     from samrs_ray.inputs import pair_by_stem
     from samrs_ray.outputs import tile_pixels
-    from samrs_ray.plan import PlanSettings, plan_scene, tile_annotations
+    from samrs_ray.plan import PlanSettings, plan_scene, tile_prompts
     from samrs_ray.rows import Kind, Status
-    from samrs_ray.prompts import build_prompts
 
     scenes = Path(spec.scenes)
     images = sorted(str(p) for p in (scenes / "images").iterdir())
@@ -118,9 +117,8 @@ def planned_tiles(spec: Spec) -> list[Tile]:
     for pair in pairs:
         for row in plan_scene(pair, settings, frozenset()):
             if row["kind"] == Kind.TILE and row["status"] == Status.TODO:
-                hw = (row["height"], row["width"])
-                tiles.append(Tile(row["tile_id"], tile_pixels(row["pixels"], *hw).copy(),
-                                  build_prompts(tile_annotations(row), PRESET.prompt, hw)))
+                tiles.append(Tile(row["tile_id"], tile_pixels(row["pixels"], row["height"], row["width"]).copy(),
+                                  tile_prompts(row, PRESET.prompt)))
     return tiles
 
 

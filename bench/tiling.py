@@ -43,9 +43,8 @@ def tile_scene(scene: np.ndarray, objects: list[Annotation], size: int, gap: int
     for window in windows:
         local = objects_in_window(objects, window)
         if local:
-            tile = cut_tile(scene, window, PAD)
+            cut_tile(scene, window, PAD)  # the copy is the cost measured; the job ships it on
             kept += len(local)
-            del tile
     return len(windows), kept
 
 

@@ -22,6 +22,7 @@ from samrs_ray.annotation import Annotation, InputError, InputIssue
 from samrs_ray.classes import Preset, assign_class_ids
 from samrs_ray.formats import drop_outside_image, read_labels
 from samrs_ray.inputs import ScenePair
+from samrs_ray.prompts import PromptBatch, build_prompts
 from samrs_ray.rows import Kind, Stage, Status, empty_row, error_row
 from samrs_ray.scenes import check_pixel_cap, decode_image, image_size
 from samrs_ray.tiling import Window, cut_tile, objects_in_window, plan_windows, tile_id
@@ -47,6 +48,11 @@ def record_annotation(record: dict[str, Any], source: str) -> Annotation:
 def tile_annotations(row: dict[str, Any]) -> list[Annotation]:
     """A tile row's objects as Annotations again (tile pixels), for its prompts."""
     return [record_annotation(o, row["label_source_uri"]) for o in json.loads(row["objects"])]
+
+
+def tile_prompts(row: dict[str, Any], prompt_type: str) -> PromptBatch:
+    """A tile row's prompts, as the mask stage gives them to the engine."""
+    return build_prompts(tile_annotations(row), prompt_type, (row["height"], row["width"]))
 
 
 def fingerprint(settings_digest: str, image_sha: str, window: Window, objects_json: str) -> str:

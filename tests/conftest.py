@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-REALSAMPLES = REPO.parent / "shared" / "data" / "realsamples"
+from tests import SHARED
+
+REALSAMPLES = SHARED / "data" / "realsamples"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from samrs_ray.evaluate import (
 from samrs_ray.formats import parse_dota
 from samrs_ray.geometry import fill_polygon
 from samrs_ray.encoding.rle import decode_rle
-from tests.test_labelmap_rle import encode_rle, run_lengths
+from tests.encoding.test_labelmap_rle import encode_rle, run_lengths
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from shapely.geometry import Polygon
 from samrs_ray.annotation import Annotation, InputError, enclosing_box
 from samrs_ray.formats import parse_dota
 from samrs_ray.tiling import Window, cut_tile, objects_in_window, plan_windows, safe_scene_name, tile_id
-from tests.conftest import REPO
+from tests import REPO
 
 PAD = (104, 116, 124)
 

@@ -18,8 +18,7 @@ from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
 from samrs_ray.outputs import tile_pixels
-from samrs_ray.plan import tile_annotations
-from samrs_ray.prompts import build_prompts
+from samrs_ray.plan import tile_prompts
 from samrs_ray.rows import Stage, Status, fail, indices, put_rows, row_at
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,7 @@ class MaskActor:
         images, prompts, ready = [], [], []
         for row in rows:
             try:
-                prompts.append(build_prompts(tile_annotations(row), self.config.preset.prompt,
-                                             (row["height"], row["width"])))
+                prompts.append(tile_prompts(row, self.config.preset.prompt))
             except Exception as error:  # a prompt SAM cannot take: this tile fails, the batch goes on
                 fail(row, Stage.INFER, f"cannot build prompts: {type(error).__name__}: {error}")
                 continue

@@ -22,12 +22,12 @@ from PIL import Image
 
 from samrs_ray import manifest
 from samrs_ray.job import generate
+from tests import REPO
 from tests.datasets import config, dataset_rows
 from tests.raycluster import wait_for_job_agent
 from tests.seaweed import S3Server, free_ports
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import REPO, SHARED
+
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 def readme_block(heading: str) -> str:

@@ -29,7 +29,7 @@ from samrs_ray.masks.checkpoint import build_sam
 from samrs_ray.masks.fast_attention import sdpa_forward, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads, supports_bfloat16
-from tests.test_sam_engine import box_prompts, crop_with_boxes
+from tests.masks.test_sam import box_prompts, crop_with_boxes
 
 MAX_PIXELS_PER_MASK = 4
 

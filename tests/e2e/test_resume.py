@@ -15,10 +15,10 @@ from PIL import Image
 
 from samrs_ray import manifest, storage
 from samrs_ray.job import generate
+from tests import REPO
 from tests.datasets import config, dataset_rows, synthetic_scenes
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(data: Path, out: Path) -> list[str]:

@@ -21,11 +21,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import REPO, SHARED
+
 CLUSTER = REPO / "cluster"
 OVERLAYS = CLUSTER / "overlays"
 BASE_RAYJOB = CLUSTER / "base" / "rayjob.yaml"
-CRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kuberay-crds"  # see its SOURCES.md
+CRDS = SHARED / "data" / "kuberay-crds"  # see its SOURCES.md
 KUBERAY_VERSIONS = ["1.6.2", "1.7.0"]
 K8S_VERSION = "1.37"  # the newest Kubernetes whose schemas kubernetes-validate ships
 NAMESPACE = "samrs"
