@@ -1,7 +1,11 @@
 """`samrs-ray`: generate | runs | stats | evaluate | export-coco.
 
 Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
-1 nothing could be processed; 2 the configuration is wrong (the message says what to change).
+1 nothing could be processed; 2 the configuration is wrong (the message says what to change);
+3 another run on the same --out committed first (nothing of this run was committed: rerun).
+
+Over 300 lines on purpose: each subcommand's options sit beside the others', so that one
+spelling and one help style hold across them; the work itself is in the modules they call.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from samrs_ray.config import MODELS, ConfigError, JobConfig
 from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
+from samrs_ray.versions import ConcurrentRunError
 
 
 def tile_size(text: str) -> int:
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-actors", type=int,
                      help="a fixed number of mask actors (default: with GPUs, a pool that grows with them; else 1)")
     gen.add_argument("--shard-tiles", type=int, default=DEFAULTS["shard_tiles"], help="tiles per Parquet shard")
+    gen.add_argument("--keep-versions", type=int, default=DEFAULTS["keep_versions"],
+                     help="committed versions kept readable; clean-up deletes files only older ones use")
     gen.add_argument("--cache-dir", help="where each node caches remote checkpoints (default: ~/.cache/samrs-ray)")
     gen.add_argument("--address", help="Ray address (default: start a local Ray; 'auto' joins a running one)")
     add_storage(gen)
@@ -129,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--out", required=True)
     stats.add_argument("--report", help="report folder (default: <out>/report)")
     stats.add_argument("--address", help="Ray address (default: start a local Ray)")
+    stats.add_argument("--version", help=VERSION_HELP)
     add_storage(stats)
 
     coco = commands.add_parser("export-coco", help="write the dataset's instances as COCO json")
     coco.add_argument("--out", required=True)
     coco.add_argument("--dest", help="where to write (default: <out>/coco.json)")
+    coco.add_argument("--version", help=VERSION_HELP)
     add_storage(coco)
 
     evaluate = commands.add_parser("evaluate", help="mask IoU against ground-truth instance masks")
@@ -142,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--gt-format", required=True, choices=["isaid-png", "coco"])
     add_storage(evaluate)
     return parser
+
+
+VERSION_HELP = "a committed version, by number or run id (default: the latest; `samrs-ray runs` lists them)"
 
 
 def make_preset(args: argparse.Namespace) -> Preset:
@@ -216,6 +228,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError) as error:
         print(f"samrs-ray generate: {error}", file=sys.stderr)
         return 2
+    except ConcurrentRunError as error:
+        print(f"samrs-ray generate: {error}", file=sys.stderr)
+        return 3
     if record.counts["scenes_ok"] == 0:
         print(f"samrs-ray generate: no scene could be used; the reasons are in {args.out}/manifest/errors",
               file=sys.stderr)
@@ -224,26 +239,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from samrs_ray import manifest, storage
+    from samrs_ray import storage, versions
 
     fs, out = storage.open_fs(args.out, args.storage_options)
-    history = manifest.run_history(fs, out)
+    history = versions.history(fs, out)
     if not history:
         print(f"{args.out}: no committed runs", file=sys.stderr)
         return 1
-    print(format_runs(history))
+    print(format_runs(history, versions.retained(history, int(history[-1].config.get("keep_versions", 1)))))
     return 0
 
 
-def format_runs(history: Sequence[Any]) -> str:
-    header = f"{'run':<36} {'finished (UTC)':<25} {'model':<12} {'tiles':>7} {'processed':>9} " \
+def format_runs(history: Sequence[Any], readable: Sequence[Any]) -> str:
+    """One line per committed version; '*' marks those still readable (--version)."""
+    header = f"  {'version':>7} {'run':<36} {'finished (UTC)':<25} {'model':<12} {'tiles':>7} {'processed':>9} " \
              f"{'skipped':>8} {'removed':>8} {'failed':>7} {'instances':>9} {'errors':>7}"
     lines = [header]
     for r in history:
-        c = r.counts
-        lines.append(f"{r.run_id:<36} {r.finished_at:<25} {r.model['id']:<12} {c['tiles']:>7} {c['processed']:>9} "
-                     f"{c['skipped']:>8} {c['removed']:>8} {c['failed']:>7} {c['instances']:>9} {c['errors']:>7}")
-    return "\n".join(lines)
+        c, mark = r.counts, "*" if r in readable else " "
+        lines.append(f"{mark} {r.version or 'v1':>7} {r.run_id:<36} {r.finished_at:<25} {r.model['id']:<12} "
+                     f"{c['tiles']:>7} {c['processed']:>9} {c['skipped']:>8} {c['removed']:>8} {c['failed']:>7} "
+                     f"{c['instances']:>9} {c['errors']:>7}")
+    return "\n".join(lines + ["* readable: its files are kept (generate --keep-versions)"])
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -252,7 +269,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from samrs_ray.stats import write_report
 
     connect(args.address)
-    stats = write_report(args.out, args.report, args.storage_options)
+    stats = write_report(args.out, args.report, args.storage_options, version=args.version)
     report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
         print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "
@@ -271,7 +288,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export_coco(args: argparse.Namespace) -> int:
     from samrs_ray.coco import write_coco
 
-    path, root, images, annotations = write_coco(args.out, args.dest, args.storage_options)
+    path, root, images, annotations = write_coco(args.out, args.dest, args.storage_options, args.version)
     print(f"{path}: {images} images (file names relative to {root}), {annotations} annotations")
     return 0
 

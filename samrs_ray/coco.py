@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Union
 
-from samrs_ray import layout, manifest, storage
+from samrs_ray import layout, manifest, storage, versions
 
 INSTANCE_COLUMNS = ["tile_id", "class_id", "mask_rle", "area", "mask_box", "predicted_iou"]
 
 
-def coco_categories(record: manifest.RunRecord) -> list[dict[str, Any]]:
+def coco_categories(record: versions.RunRecord) -> list[dict[str, Any]]:
     classes = record.config["preset"]["classes"]
     return [{"id": category_id(i), "name": name, "supercategory": record.config["preset"]["name"]}
             for i, name in enumerate(classes)]
@@ -62,13 +62,12 @@ def annotation(row: dict[str, Any], annotation_id: int, image_id: int) -> dict[s
     }
 
 
-def write_coco(out: str, dest: Optional[str] = None,
-               storage_options: Optional[dict] = None) -> tuple[str, str, int, int]:
-    """Write <out>/coco.json (or `dest`); returns (path written, image root, images, annotations)."""
+def write_coco(out: str, dest: Optional[str] = None, storage_options: Optional[dict] = None,
+               version: Union[int, str, None] = None) -> tuple[str, str, int, int]:
+    """Write a committed version (None: the latest) to <out>/coco.json (or `dest`); returns
+    (path written, image root, images, annotations)."""
     fs, root = storage.open_fs(out, storage_options)
-    record = manifest.read_committed(fs, root)
-    if record is None:
-        raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing)")
+    record = versions.find(fs, root, version)
     dest = dest or layout.coco_json(out)
     dest_fs, dest_path = storage.open_fs(dest, storage_options)
     images = annotations = 0

@@ -67,6 +67,7 @@ class JobConfig:
     address: Optional[str] = None  # None: start a local Ray
     num_actors: Optional[int] = None  # None: with GPUs, a pool that grows with the GPUs; else 1
     shard_tiles: int = 1000  # tiles per Parquet shard
+    keep_versions: int = 2  # committed versions whose files clean-up keeps readable
     cache_dir: Optional[str] = None  # None: each node's own default_cache_dir()
 
     def __post_init__(self) -> None:
@@ -78,7 +79,7 @@ class JobConfig:
             raise ConfigError(f"--paint-order must be one of {PAINT_ORDERS}, not {self.paint_order!r}")
         if self.preset.prompt not in PROMPT_TYPES:
             raise ConfigError(f"--prompt must be one of {PROMPT_TYPES}, not {self.preset.prompt!r}")
-        for name in ("image_batch", "shard_tiles", "max_pixels"):
+        for name in ("image_batch", "shard_tiles", "max_pixels", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.prompt_chunk is not None and self.prompt_chunk < 1:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from samrs_ray import layout, manifest, storage
+from samrs_ray import layout, manifest, storage, versions
 from samrs_ray.inputs import stem
 from samrs_ray.geometry import fill_polygon
 from samrs_ray.encoding.rle import decode_crop, string_to_counts
@@ -336,9 +336,7 @@ def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] 
     source = open_truth(gt, gt_format, storage_options)
     get: Callable[[str], Optional[SceneTruth]] = functools.lru_cache(maxsize=CACHED_SCENES)(source.get)
     fs, root = storage.open_fs(out, storage_options)
-    record = manifest.read_committed(fs, root)
-    if record is None:
-        raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing); run `samrs-ray generate` first")
+    record = versions.find(fs, root, None)
     acc = Accumulator()
     gt_counts: dict[str, int] = {}
     missing: set[str] = set()

@@ -1,15 +1,16 @@
-"""What is already done, and which shards make up the next dataset version.
+"""What is already done, which shards make up the next dataset version, and the clean-up.
 
-Every shard on storage (committed ones and those a killed run left behind) is indexed by the
-(tile_id, fingerprint) pairs it holds. A planned tile whose fingerprint is found there, with
-its label PNG present, is skipped. After the run, each tile of the new version is taken from
-exactly one shard: committed shards first (unchanged datasets stay byte-identical), then this
-run's, then leftovers; a shard is kept whole when all its tiles are wanted, else its wanted
-rows are copied into a new shard.
+Every shard on storage (committed ones and those a killed or beaten run left behind) is indexed
+by the (tile_id, fingerprint) pairs it holds and the PNGs its tiles use. A planned tile whose
+fingerprint is found there, with its label PNG present, is skipped. After the run, each tile of
+the new version is taken from exactly one shard: committed shards first (unchanged datasets
+stay byte-identical), then this run's, then leftovers; a shard is kept whole when all its tiles
+are wanted, else its wanted rows are copied into a new shard.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -19,35 +20,47 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from samrs_ray import layout, manifest, storage
-from samrs_ray.manifest import RunRecord
+from samrs_ray.faults import crash_point
+from samrs_ray.versions import RunRecord
 
-INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances"]
+INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances", "label_uri", "color_uri", "image_uri"]
+URI_COLUMNS: dict[layout.PngFolder, str] = {"labels": "label_uri", "color": "color_uri", "tiles": "image_uri"}
 
 
 @dataclass
 class ShardIndex:
-    """For every shard on storage: its tiles as {tile_id: fingerprint}, and their instance counts."""
+    """For every shard on storage: its tiles as {tile_id: fingerprint}, their instance counts,
+    scenes and label PNGs, and the PNG file names its tiles use in each folder."""
 
     tiles: dict[str, dict[str, str]] = field(default_factory=dict)
     instances: dict[str, dict[str, int]] = field(default_factory=dict)
     sources: dict[str, dict[str, str]] = field(default_factory=dict)  # shard -> tile -> scene image
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # shard -> tile -> label PNG name
+    pngs: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # shard -> folder -> names
 
     def add(self, name: str, table: pa.Table) -> None:
+        """Index one shard from its tiles table (INDEX_COLUMNS at least)."""
         ids = table.column("tile_id").to_pylist()
         self.tiles[name] = dict(zip(ids, table.column("fingerprint").to_pylist()))
         self.instances[name] = dict(zip(ids, table.column("n_instances").to_pylist()))
         self.sources[name] = dict(zip(ids, table.column("source_uri").to_pylist()))
+        # by file name, not URI, so that a dataset copied elsewhere still finds its files
+        names = {folder: [posixpath.basename(u) if u else "" for u in table.column(column).to_pylist()]
+                 for folder, column in URI_COLUMNS.items()}
+        self.labels[name] = dict(zip(ids, names["labels"]))
+        self.pngs[name] = {folder: set(found) - {""} for folder, found in names.items()}
 
     def instance_counts(self) -> dict[tuple[str, str], int]:
         """{(tile_id, fingerprint): n_instances} over all shards."""
         return {(t, fp): self.instances[name][t] for name, tiles in self.tiles.items() for t, fp in tiles.items()}
 
-    def known_by_source(self, labelled: set[str]) -> dict[str, frozenset[str]]:
-        """Fingerprints done per scene image URI, counting only tiles whose label PNG exists."""
+    def known_by_source(self, label_files: set[str]) -> dict[str, frozenset[str]]:
+        """Fingerprints done per scene image URI, counting only tiles whose label PNG (a name
+        in `label_files`) exists."""
         known: dict[str, set[str]] = defaultdict(set)
         for name, tiles in self.tiles.items():
             for tile, fp in tiles.items():
-                if tile in labelled:
+                if self.labels[name][tile] in label_files:
                     known[self.sources[name][tile]].add(fp)
         return {source: frozenset(fps) for source, fps in known.items()}
 
@@ -70,9 +83,8 @@ def read_index(fs: fsspec.AbstractFileSystem, out: str) -> ShardIndex:
 
 
 def label_pngs(fs: fsspec.AbstractFileSystem, out: str) -> set[str]:
-    """Tile ids with a label PNG on storage."""
-    return {layout.tile_id_of_png(n) for n in storage.list_names(fs, layout.png_folder(out, "labels"))
-            if n.endswith(".png")}
+    """Names of the label PNGs on storage."""
+    return {n for n in storage.list_names(fs, layout.png_folder(out, "labels")) if n.endswith(".png")}
 
 
 @dataclass
@@ -107,9 +119,10 @@ def shard_order(index: ShardIndex, committed: Optional[RunRecord], new: list[str
     return [*previous, *new, *rest]
 
 
-def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]], shard_tiles: int) -> list[str]:
+def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]], shard_tiles: int,
+              index: ShardIndex) -> list[str]:
     """Copy the chosen tiles (and their instances) out of their shards into new shards of at
-    most `shard_tiles` tiles; returns the new shard names."""
+    most `shard_tiles` tiles, added to the index; returns the new shard names."""
     tiles_parts, instance_parts = [], []
     for name, tile_ids in sorted(copy.items()):
         keep = pa.array(tile_ids)
@@ -125,25 +138,33 @@ def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]
         chunk = tiles.slice(start, shard_tiles)
         chosen = pc.is_in(instances.column("tile_id"), value_set=chunk.column("tile_id"))
         names.append(manifest.write_shard(fs, out, chunk, instances.filter(chosen)))
+        index.add(names[-1], chunk)
     return names
 
 
-def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord, tile_ids: set[str]) -> int:
-    """After a commit: delete shards, error files and PNGs the committed version does not use.
-    Returns the number of files deleted."""
+def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, kept: list[RunRecord], index: ShardIndex,
+                    spare_after: Optional[float]) -> int:
+    """After a commit: delete the shards, error files and PNGs that none of the `kept` versions
+    uses, except files modified after `spare_after` (POSIX seconds: another run at work started
+    then, and they may be its uncommitted output). Returns the number of files deleted."""
+    shards = {n for record in kept for n in record.shards}
+    used: dict[str, set[str]] = {
+        layout.table_folder(out, "tiles"): {layout.shard_file(n) for n in shards},
+        layout.table_folder(out, "instances"): {layout.shard_file(n) for n in shards},
+        layout.table_folder(out, "errors"): {layout.shard_file(n) for record in kept for n in record.errors},
+    }
+    if shards <= set(index.pngs):  # else some kept shard went unread: which PNGs it uses is unknown
+        for folder in layout.PNG_FOLDERS:
+            used[layout.png_folder(out, folder)] = {n for shard in shards for n in index.pngs[shard][folder]}
     doomed: list[str] = []
-    shards = {layout.shard_file(n) for n in record.shards}
-    errors = {layout.shard_file(n) for n in record.errors}
-    for table, used in (("tiles", shards), ("instances", shards), ("errors", errors)):
-        folder = layout.table_folder(out, table)
-        doomed += [storage.join(folder, n) for n in storage.list_names(fs, folder) if n not in used]
-    for png in layout.PNG_FOLDERS:
-        path = layout.png_folder(out, png)
-        doomed += [storage.join(path, n) for n in storage.list_names(fs, path)
-                   if layout.tile_id_of_png(n) not in tile_ids]
+    for folder, names in used.items():
+        found = storage.list_modified(fs, folder) if spare_after is not None else storage.list_names(fs, folder)
+        doomed += [storage.join(folder, n) for n in found
+                   if n not in names and (spare_after is None or found[n] < spare_after)]
     for path in doomed:
         try:
             fs.rm_file(path)
         except FileNotFoundError:
             pass
+        crash_point("in-clean-up")
     return len(doomed)

@@ -1,31 +1,27 @@
-"""The dataset's manifests: Arrow schemas, Parquet shards, and the run commit.
+"""The dataset's manifests: Arrow schemas and Parquet shards, and reading a committed version.
 
-Layout under <out> (DESIGN.md section 4):
+Layout under <out> (layout.py has every path):
 
     manifest/tiles/<shard>.parquet       one row per tile       (TILES)
     manifest/instances/<shard>.parquet   one row per instance   (INSTANCES), same shard name
     manifest/errors/<run_id>.parquet     one row per unusable input (ERRORS)
-    _runs/<run_id>.json                  every run's record, kept as history
-    _run.json                            the committed run: written last
 
-A dataset version is the set of shards that a run record lists; shard files that no record
-lists (a killed run's) are invisible to readers. A shard is named by the hash of the
-(tile_id, fingerprint) pairs it holds, so a retried write lands on the same file.
+A dataset version is the set of shards that its record lists (versions.py); shard files that
+no record lists (a killed run's) are invisible to readers. A shard is named by the hash of the
+(tile_id, fingerprint) pairs it holds, and a shard file once written is never written again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional, Union
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samrs_ray import layout, storage
+from samrs_ray import layout, storage, versions
 
 TILES = pa.schema([
     ("tile_id", pa.string()),
@@ -99,84 +95,38 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[
 
 
 def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:
-    """Write one shard pair; instances first, so a tiles file never points at missing instances."""
+    """Write one shard pair; instances first, so a tiles file never points at missing instances.
+    A pair of that name already there holds the same tiles and is left as it is: a committed
+    version may be reading it."""
     name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist()))
+    if storage.exists(fs, layout.shard_path(out, "tiles", name)):
+        return name
     write_table(fs, layout.shard_path(out, "instances", name), instances.cast(INSTANCES))
     write_table(fs, layout.shard_path(out, "tiles", name), tiles.cast(TILES))
     return name
 
 
-@dataclass
-class RunRecord:
-    """What `_run.json` holds: the committed dataset version and how it came to be."""
-
-    run_id: str
-    started_at: str
-    finished_at: str
-    config: dict[str, Any]
-    model: dict[str, str]  # {'id': ..., 'type': ..., 'checksum': ...}
-    counts: dict[str, int]
-    shards: list[str]  # names of the tiles/instances shard pairs in this version
-    errors: list[str]  # names of the errors shards
-    changes: dict[str, list[str]]  # tile ids processed / removed by this run (first ones only)
-    # where the run ran: seconds waited for the first GPU node (None: none asked for or none needed
-    # waiting), and {stage: {Ray node id: tiles}} for the tiles it computed
-    cluster: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> "RunRecord":
-        return cls(**json.loads(data))
-
-
-def read_committed(fs: fsspec.AbstractFileSystem, out: str) -> Optional[RunRecord]:
-    path = layout.run_record(out)
-    if not storage.exists(fs, path):
-        return None
-    return RunRecord.from_json(fs.cat_file(path))
-
-
-def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
-    """Publish a dataset version: the history record, then `_run.json`, each written atomically.
-
-    Everything the record lists must already be written; until `_run.json` is replaced, readers
-    see the previous version.
-    """
-    data = record.to_json()
-    storage.write_atomic(fs, layout.run_history_path(out, record.run_id), data)
-    storage.write_atomic(fs, layout.run_record(out), data)
-
-
-def run_history(fs: fsspec.AbstractFileSystem, out: str) -> list[RunRecord]:
-    """Every committed run's record, oldest first (run ids sort by time)."""
-    folder = layout.run_history_folder(out)
-    names = [n for n in storage.list_names(fs, folder) if n.endswith(".json")]
-    return [RunRecord.from_json(fs.cat_file(storage.join(folder, n))) for n in sorted(names)]
-
-
 def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
-                  record: Optional[RunRecord] = None) -> list[str]:
-    """Paths of the committed shards of `table` ('tiles', 'instances' or 'errors')."""
-    record = record if record is not None else read_committed(fs, out)
-    if record is None:
-        raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing); run `samrs-ray generate` first")
+                  version: Union[int, str, None] = None) -> list[str]:
+    """Paths of the shards of `table` ('tiles', 'instances' or 'errors') in a committed version
+    (number or run id; None: the latest)."""
+    record = versions.find(fs, out, version)
     names = record.errors if table == "errors" else record.shards
     return [layout.shard_path(out, table, n) for n in names]
 
 
 def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
-                 columns: Optional[list[str]] = None) -> pa.Table:
-    """One committed table, whole, in this process: for tests and small datasets. Large ones:
-    `ray.data.read_parquet(dataset_uris(...))`."""
+                 columns: Optional[list[str]] = None, version: Union[int, str, None] = None) -> pa.Table:
+    """One table of a committed version (number or run id; None: the latest), whole, in this
+    process: for tests and small datasets. Large ones: `ray.data.read_parquet(dataset_uris(...))`."""
     fs, root = storage.open_fs(out, storage_options)
     schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
-    parts = [read_table(fs, p, columns) for p in dataset_files(fs, root, table)]
+    parts = [read_table(fs, p, columns) for p in dataset_files(fs, root, table, version)]
     return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
 
 
-def dataset_uris(out: str, table: str, storage_options: Optional[dict] = None) -> list[str]:
+def dataset_uris(out: str, table: str, storage_options: Optional[dict] = None,
+                 version: Union[int, str, None] = None) -> list[str]:
     """Full URIs of a committed table's shards (for ray.data.read_parquet)."""
     fs, root = storage.open_fs(out, storage_options)
-    return [fs.unstrip_protocol(p) for p in dataset_files(fs, root, table)]
+    return [fs.unstrip_protocol(p) for p in dataset_files(fs, root, table, version)]

@@ -27,8 +27,19 @@ def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
 
 
-def output_paths(out: str, tile: str) -> dict[str, str]:
-    return {folder: layout.png_path(out, folder, tile) for folder in layout.PNG_FOLDERS}
+def output_paths(out: str, row: dict[str, Any]) -> dict[str, str]:
+    """{folder: path} of a tile row's PNGs: named by the fingerprint (labels/, color/) or by the
+    pixels alone (tiles/), so changed content never lands on a name a committed version uses."""
+    keys = {"labels": row["fingerprint"], "color": row["fingerprint"], "tiles": row["pixels_key"]}
+    return {folder: layout.png_path(out, folder, row["tile_id"], keys[folder]) for folder in layout.PNG_FOLDERS}
+
+
+def tile_uris(fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], with_color: bool) -> dict[str, Any]:
+    """The tiles table's label_uri, color_uri (None without colour PNGs) and image_uri (the
+    scene itself when the tile is the whole scene) of a tile row, as full URIs."""
+    paths = {k: fs.unstrip_protocol(v) for k, v in output_paths(out, row).items()}
+    return {"label_uri": paths["labels"], "color_uri": paths["color"] if with_color else None,
+            "image_uri": paths["tiles"] if row["cut"] else row["source_uri"]}
 
 
 def instance_rows(
@@ -60,12 +71,12 @@ def instance_rows(
 
 
 def write_tile_files(
-    fs: fsspec.AbstractFileSystem, out: str, tile: str, label: np.ndarray,
+    fs: fsspec.AbstractFileSystem, paths: dict[str, str], label: np.ndarray,
     palette: Sequence[tuple[int, int, int]] | None, rgb: np.ndarray | None,
 ) -> None:
-    """Write labels/<tile>.png, and color/ (palette given) and tiles/ (rgb given); each atomically."""
-    paths = output_paths(out, tile)
-    if rgb is not None:
+    """Write the label PNG, and the colour one (palette given) and the tile's pixels (rgb given,
+    unless a PNG of the same pixels is there already); each atomically."""
+    if rgb is not None and not storage.exists(fs, paths["tiles"]):
         storage.write_atomic(fs, paths["tiles"], image_png(rgb))
     if palette is not None:
         storage.write_atomic(fs, paths["color"], color_png(label, palette))
@@ -85,5 +96,5 @@ def encode_tile(
     prompt_boxes = np.frombuffer(row["prompt_boxes"], dtype=np.float32).reshape(-1, 4)
     label = paint_label_map(masks, np.array([o["class_id"] for o in objects], dtype=np.int64), paint_order)
     rgb = tile_pixels(row["pixels"], height, width) if row["cut"] else None
-    write_tile_files(fs, out, row["tile_id"], label, palette, rgb)
+    write_tile_files(fs, output_paths(out, row), label, palette, rgb)
     return instance_rows(row["tile_id"], objects, masks, scores, prompt_type, prompt_boxes, row["label_source_uri"])

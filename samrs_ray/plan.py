@@ -64,6 +64,13 @@ def fingerprint(settings_digest: str, image_sha: str, window: Window, objects_js
     return digest.hexdigest()
 
 
+def pixels_key(image_sha: str, window: Window, pad_value: tuple[int, int, int]) -> str:
+    """What a cut tile's pixels depend on: the scene's bytes, the window and the padding. Labels
+    and the model do not enter, so a label edit or a new model never rewrites a tile's RGB PNG."""
+    part = f"{image_sha}\0{window.x0},{window.y0},{window.width},{window.height}\0{pad_value}"
+    return hashlib.sha256(part.encode()).hexdigest()
+
+
 def settings_digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -131,6 +138,7 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
         row.update(
             kind=Kind.TILE, scene=pair.name, tile_id=tile_id(pair.name, preset.tile_size, window),
             fingerprint=fingerprint(settings.digest, image_sha, window, objects_json),
+            pixels_key=pixels_key(image_sha, window, preset.pad_value) if cut else "",
             source_uri=pair.image_uri, label_source_uri=pair.label_uri, cut=cut,
             x0=window.x0, y0=window.y0, width=window.width, height=window.height, objects=objects_json,
         )

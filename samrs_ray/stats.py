@@ -25,7 +25,7 @@ import functools
 import io
 import json
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from samrs_ray import figures, layout, manifest, storage
+from samrs_ray import figures, layout, manifest, storage, versions
 from samrs_ray.classes import IGNORE_ID, PRESETS, make_palette
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.scenes import decode_image
@@ -221,7 +221,7 @@ def pick_examples(candidates: list[dict[str, Any]], count: int) -> list[dict[str
     return chosen
 
 
-def class_lists_of(record: manifest.RunRecord) -> dict[str, list[str]]:
+def class_lists_of(record: versions.RunRecord) -> dict[str, list[str]]:
     """subset name -> class list in label-id order, from the run's preset."""
     preset = record.config.get("preset") or {}
     if preset.get("name") and preset.get("classes"):
@@ -229,12 +229,12 @@ def class_lists_of(record: manifest.RunRecord) -> dict[str, list[str]]:
     return {}
 
 
-def compute_stats(out: str, storage_options: Optional[dict] = None, label_pixels: bool = True) -> dict[str, Any]:
-    """Statistics of the committed dataset at `out` (the content of stats.json)."""
+def compute_stats(out: str, storage_options: Optional[dict] = None, label_pixels: bool = True,
+                  version: Union[int, str, None] = None) -> dict[str, Any]:
+    """Statistics of a committed version of the dataset at `out` (None: the latest): the
+    content of stats.json."""
     fs, root = storage.open_fs(out, storage_options)
-    record = manifest.read_committed(fs, root)
-    if record is None:
-        raise FileNotFoundError(f"{out}: no committed dataset (_run.json is missing); run `samrs-ray generate` first")
+    record = versions.find(fs, root, version)
     partials = collect_partials(out, list(record.shards), storage_options, label_pixels)
     return {
         "out": out,
@@ -308,10 +308,12 @@ def summary_markdown(stats: dict[str, Any], figure_names: list[str]) -> str:
 
 
 def write_report(out: str, report: Optional[str] = None, storage_options: Optional[dict] = None,
-                 *, label_pixels: bool = True, n_examples: int = 6) -> dict[str, Any]:
-    """Compute the statistics of the dataset at `out` and write `stats.json`, `summary.md` and
-    the PNG figures to `report` (default <out>/report). Returns the statistics."""
-    stats = compute_stats(out, storage_options, label_pixels)
+                 *, label_pixels: bool = True, n_examples: int = 6,
+                 version: Union[int, str, None] = None) -> dict[str, Any]:
+    """Compute the statistics of a committed version of the dataset at `out` (None: the latest)
+    and write `stats.json`, `summary.md` and the PNG figures to `report` (default <out>/report).
+    Returns the statistics."""
+    stats = compute_stats(out, storage_options, label_pixels, version)
     report = report or layout.report_folder(out)
     fs, root = storage.open_fs(report, storage_options)
     pngs = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime
 from typing import Any, Optional
 
 import fsspec
@@ -61,3 +62,50 @@ def list_names(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(os.path.basename(e.rstrip("/")) for e in entries)
+
+
+def create_new(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a whole file only if none exists at `path`; False (nothing written) if one does.
+
+    This is what makes a commit safe against a concurrent one. Local disks: a hard link of a
+    complete temp file, which the kernel refuses atomically when the name exists. S3: a
+    conditional PUT (If-None-Match: *, s3fs's mode="create"; AWS S3 and SeaweedFS honour it).
+    Other stores get fsspec's create mode, which is a check then a write on stores without a
+    conditional write of their own: a narrow window in which two writers can both win."""
+    if is_local(fs):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    try:
+        fs.pipe_file(path, data, mode="create")
+        return True
+    except (FileExistsError, OSError):
+        fs.invalidate_cache(path)
+        if exists(fs, path):  # the precondition failed: someone else's file is there
+            return False
+        raise
+
+
+def list_modified(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, float]:
+    """{file name: modification time (POSIX seconds, as the store reports it)} of a folder."""
+    try:
+        entries = fs.ls(folder, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for entry in entries:
+        stamp = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
+        if isinstance(stamp, str):  # gcsfs: ISO 8601
+            stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        seconds = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+        found[os.path.basename(entry["name"].rstrip("/"))] = seconds
+    return found

@@ -46,7 +46,7 @@ def synthetic_scenes(folder: Path, count: int, size: int = 128, objects: int = 3
         write_scene(folder, f"S{i:05d}", (size, size), boxes, seed=i)
 
 
-def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_runs")) -> dict[str, str]:
+def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_versions", "_active")) -> dict[str, str]:
     """sha256 of every file under out, by relative path (the run records left out)."""
     digests = {}
     for path in sorted(out.rglob("*")):
@@ -56,12 +56,19 @@ def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_runs")) -> d
     return digests
 
 
-def dataset_rows(out: str, table: str, storage_options: Optional[dict] = None, drop: tuple[str, ...] = ("created_at",)):
+def dataset_rows(out: str, table: str, storage_options: Optional[dict] = None, drop: tuple[str, ...] = ("created_at",),
+                 version: Optional[str] = None):
     """A committed table as sorted row dicts (columns in `drop` removed), for comparing datasets."""
     from samrs_ray import manifest
 
-    rows = manifest.read_dataset(out, table, storage_options).to_pylist()
+    rows = manifest.read_dataset(out, table, storage_options, version=version).to_pylist()
     for row in rows:
         for key in drop:
             row.pop(key, None)
     return sorted(rows, key=lambda r: (r["tile_id"], r.get("instance_id", -1)))
+
+
+def local_path(uri: str) -> Path:
+    """A local dataset's file URI (the tiles table's label_uri, color_uri, image_uri) as a Path."""
+    return Path(uri.removeprefix("file://"))
+

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samrs_ray import manifest, storage
+from samrs_ray import manifest, storage, versions
 from samrs_ray.evaluate import (
     Crop, SceneTruth, GtInstance, evaluate, format_result, isaid_truth, match, polygon_crop, rle_crop,
 )
@@ -123,7 +123,7 @@ def test_box_backend_on_p0004_against_isaid(box_run: Path, realsamples: Path) ->
 def shifted_copy(out: Path, dest: Path, dx: int, dy: int) -> Path:
     """The dataset's manifests with every mask moved dx, dy pixels (a deliberately wrong output)."""
     fs, root = storage.open_fs(str(out))
-    record = manifest.read_committed(fs, root)
+    record = versions.latest(fs, root)
     tiles = manifest.read_dataset(str(out), "tiles")
     rows = manifest.read_dataset(str(out), "instances").to_pylist()
     for row in rows:
@@ -135,7 +135,7 @@ def shifted_copy(out: Path, dest: Path, dx: int, dy: int) -> Path:
         row["area"] = int(moved.sum())
     dest_fs, dest_root = storage.open_fs(str(dest))
     name = manifest.write_shard(dest_fs, dest_root, tiles, pa.Table.from_pylist(rows, schema=manifest.INSTANCES))
-    manifest.commit(dest_fs, dest_root, dataclasses.replace(record, shards=[name], errors=[]))
+    versions.commit(dest_fs, dest_root, dataclasses.replace(record, shards=[name], errors=[]))
     return dest
 
 

@@ -16,9 +16,9 @@ from samrs_ray import incremental, layout, manifest, storage
 from samrs_ray.classes import PRESETS
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs import ScenePair
-from samrs_ray.manifest import RunRecord
+from samrs_ray.versions import RunRecord
 from samrs_ray.masks.backend import pack_masks
-from samrs_ray.outputs import encode_tile
+from samrs_ray.outputs import encode_tile, output_paths
 from samrs_ray.plan import PlanSettings, group_scenes, plan_scene
 from samrs_ray.rows import Kind, Stage, Status
 from tests.datasets import write_scene
@@ -104,9 +104,13 @@ def test_scenes_group_by_bytes_in_order_with_enough_groups_and_big_ones_alone() 
 
 
 def tiles_table(tile_fps: dict[str, str], source: str = "/i/S1.png") -> pa.Table:
+    """Tiles rows whose PNGs are named as the job names them (key: the fingerprint, here for
+    tiles/ too), under any root: the index goes by file name."""
     return pa.Table.from_pylist([{
         "tile_id": t, "subset": "sota", "source_uri": source, "label_source_uri": "/l/S1.txt", "x0": 0, "y0": 0,
-        "width": 8, "height": 8, "image_uri": "", "label_uri": "", "color_uri": None, "n_instances": 1,
+        "width": 8, "height": 8, "image_uri": layout.png_path("file:///elsewhere", "tiles", t, fp),
+        "label_uri": layout.png_path("file:///elsewhere", "labels", t, fp),
+        "color_uri": layout.png_path("file:///elsewhere", "color", t, fp), "n_instances": 1,
         "fingerprint": fp, "model": "box-fill", "created_at": "2026-12-02T00:00:00+00:00",
     } for t, fp in tile_fps.items()], schema=manifest.TILES)
 
@@ -157,7 +161,7 @@ def test_shard_order_is_committed_then_new_then_leftovers() -> None:
 def test_copied_rows_make_new_shards_the_index_reads_back(tmp_path: Path) -> None:
     fs, out = storage.open_fs(str(tmp_path / "out"))
     big = write_shard(fs, out, {"a": "1", "b": "1", "c": "1"})
-    copied = incremental.copy_rows(fs, out, {big: ["a", "c"]}, shard_tiles=1)
+    copied = incremental.copy_rows(fs, out, {big: ["a", "c"]}, shard_tiles=1, index=incremental.ShardIndex())
     assert len(copied) == 2  # at most one tile per shard
     # an incomplete shard (tiles file without its instances) and a broken file are not indexed
     manifest.write_table(fs, layout.shard_path(out, "tiles", "orphan"), tiles_table({"x": "1"}))
@@ -170,21 +174,58 @@ def test_copied_rows_make_new_shards_the_index_reads_back(tmp_path: Path) -> Non
     assert sorted(t.column("tile_id")[0].as_py() for t in instances) == ["a", "c"]
 
 
-def test_clean_up_after_a_commit_keeps_exactly_what_the_version_uses(tmp_path: Path) -> None:
+def version(shards: list[str], errors: tuple[str, ...] = ()) -> RunRecord:
+    return RunRecord("r", "", "", {}, {}, {}, shards=shards, errors=list(errors), changes={})
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_clean_up_after_a_commit_keeps_exactly_what_the_kept_versions_use(tmp_path: Path) -> None:
     fs, out = storage.open_fs(str(tmp_path / "out"))
-    kept = write_shard(fs, out, {"a": "1"})
+    previous = write_shard(fs, out, {"a": "1"})
+    latest = write_shard(fs, out, {"a": "2"})  # tile a changed: new PNG names
     dropped = write_shard(fs, out, {"b": "1"})
-    for tile in ("a", "b"):
+    for tile, fp in (("a", "1"), ("a", "2"), ("b", "1")):
         for folder in layout.PNG_FOLDERS:
-            storage.write_atomic(fs, layout.png_path(out, folder, tile), b"png")
+            storage.write_atomic(fs, layout.png_path(out, folder, tile, fp), b"png")
     manifest.write_table(fs, layout.shard_path(out, "errors", "old-run"), pa.table({"x": [1]}))
-    record = RunRecord("r", "", "", {}, {}, {}, shards=[kept], errors=[], changes={})
-    deleted = incremental.collect_garbage(fs, out, record, {"a"})
-    assert deleted == 2 + 3 + 1  # b's shard pair, b's three PNGs, the old errors shard
-    left = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert left == ["color/a.png", "labels/a.png", f"manifest/instances/{kept}.parquet",
-                    f"manifest/tiles/{kept}.parquet", "tiles/a.png"]
-    assert dropped not in left
+    storage.write_atomic(fs, layout.png_path(out, "labels", "c", "1") + ".tmp", b"half")  # a killed write
+    index = incremental.read_index(fs, out)
+
+    # the last two versions kept: both of a's PNG sets stay, b's go
+    deleted = incremental.collect_garbage(fs, out, [version([previous]), version([latest])], index, None)
+    assert deleted == 2 + 3 + 1 + 1  # b's shard pair, b's three PNGs, the old errors shard, the temp file
+    pngs = [f"{folder}/a.{fp}.png" for folder in ("color", "labels", "tiles") for fp in "12"]
+    assert files_under(tmp_path / "out") == sorted(
+        pngs + [f"manifest/{t}/{n}.parquet" for t in ("instances", "tiles") for n in (previous, latest)])
+    assert dropped not in str(files_under(tmp_path / "out"))
+
+    # only the latest kept: the previous version's files go
+    assert incremental.collect_garbage(fs, out, [version([latest])], index, None) == 2 + 3
+    assert not (tmp_path / "out" / "labels" / "a.1.png").exists()
+
+
+def test_clean_up_spares_files_younger_than_another_run_at_work(tmp_path: Path) -> None:
+    fs, out = storage.open_fs(str(tmp_path / "out"))
+    theirs = write_shard(fs, out, {"b": "1"})  # written by a run still at work
+    storage.write_atomic(fs, layout.png_path(out, "labels", "b", "1"), b"png")
+    index = incremental.read_index(fs, out)
+    started = (tmp_path / "out" / "labels" / "b.1.png").stat().st_mtime - 1
+    assert incremental.collect_garbage(fs, out, [version([])], index, spare_after=started) == 0
+    assert incremental.collect_garbage(fs, out, [version([])], index, spare_after=started + 3600) == 3
+    assert not list(tmp_path.glob(f"out/manifest/*/{theirs}.parquet"))
+
+
+def test_a_shard_once_written_is_never_written_again(tmp_path: Path) -> None:
+    fs, out = storage.open_fs(str(tmp_path / "out"))
+    name = write_shard(fs, out, {"a": "1"})
+    path = tmp_path / "out" / "manifest" / "tiles" / f"{name}.parquet"
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    assert manifest.write_shard(fs, out, tiles_table({"a": "1"}).set_column(
+        14, "created_at", pa.array(["2030-01-01T00:00:00+00:00"])), instances_table(["a"])) == name
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
 # --- one tile's outputs -------------------------------------------------------------------------
@@ -203,15 +244,17 @@ def test_a_tile_encodes_to_its_pngs_and_instance_rows(tmp_path: Path) -> None:
     row = {"tile_id": "S1__8__0___0", "objects": json.dumps(objects), "height": 6, "width": 8, "cut": True,
            "masks": pack_masks(masks), "scores": np.array([0.9, 0.8], np.float32).tobytes(),
            "prompt_boxes": np.array([[1, 1, 5, 4], [3, 2, 7, 5]], np.float32).tobytes(), "pixels": rgb.tobytes(),
-           "label_source_uri": "/l/S1.txt"}
+           "label_source_uri": "/l/S1.txt", "fingerprint": "f" * 64, "pixels_key": "0" * 64}
     instances = encode_tile(fs, out, row, "hbox", "annotation", SOTA.palette)
-    label = np.array(Image.open(tmp_path / "out" / "labels" / "S1__8__0___0.png"))
+    paths = output_paths(out, row)
+    assert paths["labels"] == str(tmp_path / "out" / "labels" / "S1__8__0___0.ffffffffffffffff.png")
+    label = np.array(Image.open(paths["labels"]))
     expected = np.full((6, 8), 255, np.uint8)
     expected[masks[0]] = 4
     expected[masks[1]] = 5
     assert np.array_equal(label, expected)
-    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "tiles" / "S1__8__0___0.png")), rgb)
-    assert Image.open(tmp_path / "out" / "color" / "S1__8__0___0.png").mode == "P"
+    assert np.array_equal(np.array(Image.open(paths["tiles"])), rgb)
+    assert Image.open(paths["color"]).mode == "P"
     assert [(i["instance_id"], i["class_name"], i["difficult"], i["source_line"]) for i in instances] == [
         (0, "plane", False, 1), (1, "ship", True, 2)]
     for i, mask in zip(instances, masks):
@@ -219,3 +262,23 @@ def test_a_tile_encodes_to_its_pngs_and_instance_rows(tmp_path: Path) -> None:
         assert np.array_equal(decode_rle(rle["counts"], rle["height"], rle["width"]), mask)
         assert i["area"] == mask.sum()
     assert instances[0]["predicted_iou"] == pytest.approx(0.9)
+
+
+def test_new_labels_on_the_same_pixels_get_new_label_files_and_keep_the_tile_png(tmp_path: Path) -> None:
+    fs, out = storage.open_fs(str(tmp_path / "out"))
+    objects = [{"class_id": 4, "class_name": "plane", "difficult": False, "hbox": [1, 1, 5, 4], "polygon": None,
+                "line": 1}]
+    masks = np.zeros((1, 6, 8), dtype=bool)
+    row = {"tile_id": "S1__8__0___0", "objects": json.dumps(objects), "height": 6, "width": 8, "cut": True,
+           "masks": pack_masks(masks), "scores": np.zeros(1, np.float32).tobytes(),
+           "prompt_boxes": np.zeros((1, 4), np.float32).tobytes(), "label_source_uri": "/l/S1.txt",
+           "pixels": np.zeros((6, 8, 3), np.uint8).tobytes(), "fingerprint": "a" * 64, "pixels_key": "0" * 64}
+    encode_tile(fs, out, row, "hbox", "annotation", SOTA.palette)
+    first = output_paths(out, row)
+    tile_png = Path(first["tiles"]).stat().st_mtime_ns
+    edited = {**row, "fingerprint": "b" * 64}  # a label edit: same pixels, new fingerprint
+    encode_tile(fs, out, edited, "hbox", "annotation", SOTA.palette)
+    second = output_paths(out, edited)
+    assert second["labels"] != first["labels"] and Path(first["labels"]).is_file()  # the old one untouched
+    assert second["tiles"] == first["tiles"] and Path(first["tiles"]).stat().st_mtime_ns == tile_png
+

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samrs_ray import figures, manifest, storage
+from samrs_ray import figures, manifest, storage, versions
 from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.job import generate
 from samrs_ray.stats import HIST_MAX, N_BINS, compute_stats, size_histogram, write_report
-from tests.datasets import config
+from tests.datasets import config, local_path
 
 pytestmark = pytest.mark.slow
 SOTA = PRESETS["sota"]
@@ -43,7 +43,7 @@ def direct_counts(out: Path) -> dict:
     areas = np.array([r["area"] for r in instances])
     label_pixels = Counter()
     for tile in tiles:
-        values, counts = np.unique(np.array(Image.open(out / "labels" / f"{tile['tile_id']}.png")), return_counts=True)
+        values, counts = np.unique(np.array(Image.open(local_path(tile["label_uri"]))), return_counts=True)
         label_pixels.update(dict(zip(values.tolist(), counts.tolist())))
     edges = list(range(0, HIST_MAX + 1, 50)) + [np.inf]
     return {
@@ -126,7 +126,7 @@ def test_stats_add_up_over_many_shards(realsamples: Path, tmp_path: Path, report
     out = tmp_path / "sota"
     dota = realsamples / "dota"
     generate(config(dota / "images", dota / "labelTxt", out, shard_tiles=1), say=quiet)
-    assert len(manifest.read_committed(storage.open_fs(str(out))[0], str(out)).shards) == 3
+    assert len(versions.latest(storage.open_fs(str(out))[0], str(out)).shards) == 3
     many = compute_stats(str(out))["subsets"]["sota"]
     one = report[0]["subsets"]["sota"]
     drop = ("examples",)

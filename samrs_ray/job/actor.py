@@ -14,6 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from samrs_ray.config import JobConfig
+from samrs_ray.faults import crash_point
 from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
@@ -93,6 +94,7 @@ class MaskActor:
             return
         try:
             results = timed_predict(self.backend, images, prompts)
+            crash_point("infer")
         except Exception:  # one bad tile must not fail its batch: retry one by one
             results = []
             for row, image, prompt in zip(rows, images, prompts):

@@ -2,7 +2,7 @@
 and the clean-up. Ray-free: it works on the rows the graph returned.
 
     rows -> Outcome (tiles, scenes, errors) -> shard selection -> errors shard -> RunRecord
-      -> manifest.commit -> incremental.collect_garbage
+      -> versions.commit (fails if another run committed first) -> incremental.collect_garbage
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any, Optional
 import fsspec
 import pyarrow as pa
 
-from samrs_ray import incremental, layout, manifest
+from samrs_ray import incremental, layout, manifest, versions
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import JobConfig
-from samrs_ray.manifest import RunRecord
+from samrs_ray.faults import crash_point
+from samrs_ray.outputs import tile_uris
+from samrs_ray.versions import RunRecord
 from samrs_ray.rows import NODE_COLUMNS, Kind, Status, error_row
 
 
@@ -48,8 +50,10 @@ class Outcome:
 def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
            checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
            outcome: Outcome, n_pairs: int, cluster: dict[str, Any]) -> RunRecord:
-    """Write the version the run's rows make, commit it, clean up; returns the committed record."""
-    new_shards = index_new_shards(index, outcome)
+    """Write the version the run's rows make, commit it as the version after `committed`, clean
+    up; returns the committed record. Raises versions.ConcurrentRunError when another run
+    committed since this one started."""
+    new_shards = index_new_shards(fs, out, index, outcome, config.write_color)
     wanted = outcome.wanted()
     shards = select_shards(fs, out, wanted, index, committed, new_shards, config.shard_tiles)
     error_shards = write_errors(fs, out, run_id, outcome.errors)
@@ -63,19 +67,24 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
                "checksum": checksum},
         counts=counts(outcome, n_pairs, wanted, index, len(removed)), shards=shards, errors=error_shards,
         changes={"processed": processed[:100], "removed": removed[:100]},
-        cluster=cluster,
+        cluster=cluster, version=(committed.version if committed else 0) + 1,
+        parent=committed.run_id if committed else "",
     )
-    manifest.commit(fs, out, record)
-    incremental.collect_garbage(fs, out, record, set(wanted))
+    crash_point("before-commit")
+    versions.commit(fs, out, record)
+    kept = versions.retained(versions.history(fs, out), config.keep_versions)
+    incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, run_id))
     return record
 
 
-def index_new_shards(index: incremental.ShardIndex, outcome: Outcome) -> list[str]:
+def index_new_shards(fs: fsspec.AbstractFileSystem, out: str, index: incremental.ShardIndex, outcome: Outcome,
+                     with_color: bool) -> list[str]:
     """Add the shards this run wrote to the index, from the rows they were written from (no
     read-back); returns their names."""
     written: dict[str, list[dict[str, Any]]] = {}
     for r in outcome.with_status(Status.PROCESSED):
-        written.setdefault(r["shard"], []).append({c: r[c] for c in incremental.INDEX_COLUMNS})
+        entry = {**r, **tile_uris(fs, out, r, with_color)}
+        written.setdefault(r["shard"], []).append({c: entry[c] for c in incremental.INDEX_COLUMNS})
     for name, rows in written.items():
         index.add(name, pa.Table.from_pylist(rows))
     return sorted(written)
@@ -89,7 +98,7 @@ def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str
     if missing:  # a skipped tile whose shard vanished between planning and now: not in this version
         raise RuntimeError(f"{len(missing)} tiles are in no shard (storage changed during the run?): "
                            f"{sorted(missing)[:5]}; rerun to recompute them")
-    return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles))
+    return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles, index))
 
 
 def write_errors(fs: fsspec.AbstractFileSystem, out: str, run_id: str, errors: list[dict[str, Any]]) -> list[str]:

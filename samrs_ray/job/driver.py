@@ -7,17 +7,18 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable
 
+import fsspec
 import ray
 
 import samrs_ray
-from samrs_ray import incremental, manifest, preflight, storage
+from samrs_ray import faults, incremental, preflight, storage, versions
 from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.config import JobConfig
 from samrs_ray.job.actor import model_checksum
 from samrs_ray.job.commit import Outcome, finish, stage_nodes
 from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
 from samrs_ray.job.stages import stage_settings
-from samrs_ray.manifest import RunRecord
+from samrs_ray.versions import RunRecord
 from samrs_ray.plan import group_scenes
 from samrs_ray.progress import Progress
 from samrs_ray.rows import error_row
@@ -38,14 +39,28 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     # everything that can fail without Ray fails here, before a cluster is started or joined
     preflight.require_sam_extra(config)
     inputs = preflight.find_inputs(config)
-    image_sizes, pairs, pair_issues = inputs.image_sizes, inputs.pairs, inputs.pair_issues
     preflight.check_writable(config)
     checksum = model_checksum(config)
+    faults.arm()
     started_ray = connect(config.address)
     config = resolve_engine(config, ray.cluster_resources().get("GPU", 0) if config.address is None else 0)
     clock.lap("start")
+    try:
+        with versions.Lease(fs, out, run_id):
+            record = work(fs, out, config, run_id, started, checksum, inputs, say, clock)
+    finally:
+        if started_ray:
+            ray.shutdown()
+            clock.lap("shutdown")
+    say(summary_text(record, clock))
+    return record
 
-    committed = manifest.read_committed(fs, out)
+
+def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
+         checksum: str, inputs: preflight.Inputs, say: Callable[[str], None], clock: "Clock") -> RunRecord:
+    """From the committed version to the next one: plan, compute what changed, commit."""
+    image_sizes, pairs, pair_issues = inputs.image_sizes, inputs.pairs, inputs.pair_issues
+    committed = versions.latest(fs, out)
     index = incremental.read_index(fs, out)
     known = index.known_by_source(incremental.label_pngs(fs, out))
     say(f"{len(pairs)} scenes, {len(pair_issues)} unpaired files; {sum(len(t) for t in index.tiles.values())} "
@@ -72,10 +87,6 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
     record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster)
     clock.lap("commit")
-    if started_ray:
-        ray.shutdown()
-        clock.lap("shutdown")
-    say(summary_text(record, clock))
     return record
 
 

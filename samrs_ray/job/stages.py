@@ -15,8 +15,9 @@ import ray
 
 from samrs_ray import manifest, storage
 from samrs_ray.config import JobConfig
+from samrs_ray.faults import crash_point
 from samrs_ray.inputs import ScenePair
-from samrs_ray.outputs import encode_tile, output_paths
+from samrs_ray.outputs import encode_tile, tile_uris
 from samrs_ray.plan import PlanSettings, plan_scene, settings_digest
 from samrs_ray.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at, with_instances
 
@@ -64,6 +65,7 @@ def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> pa.Ta
         for i, row in zip(todo, rows):
             try:
                 instances[i] = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
+                crash_point("encode")
                 row.update(status=Status.PROCESSED, n_instances=len(instances[i]),
                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            encode_node=this_node())
@@ -86,6 +88,7 @@ def shard_batch(block: pa.Table, settings: WriteSettings) -> pa.Table:
         flat = pc.list_flatten(processed["instances"]).combine_chunks()
         instances = pa.Table.from_batches([pa.RecordBatch.from_struct_array(flat)]).cast(manifest.INSTANCES)
         name = manifest.write_shard(fs, out, tiles, instances)
+        crash_point("shard")
         for column, value in (("shard", name), ("shard_node", this_node())):
             block = block.set_column(block.schema.get_field_index(column), column,
                                      pc.if_else(done, value, block[column]))
@@ -93,13 +96,10 @@ def shard_batch(block: pa.Table, settings: WriteSettings) -> pa.Table:
 
 
 def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
-    paths = {k: fs.unstrip_protocol(v) for k, v in output_paths(out, row["tile_id"]).items()}
     return {
         "tile_id": row["tile_id"], "subset": settings.subset, "source_uri": row["source_uri"],
         "label_source_uri": row["label_source_uri"], "x0": row["x0"], "y0": row["y0"],
-        "width": row["width"], "height": row["height"],
-        "image_uri": paths["tiles"] if row["cut"] else row["source_uri"],
-        "label_uri": paths["labels"], "color_uri": paths["color"] if settings.palette else None,
+        "width": row["width"], "height": row["height"], **tile_uris(fs, out, row, settings.palette is not None),
         "n_instances": row["n_instances"], "fingerprint": row["fingerprint"],
         "model": settings.model_id, "created_at": row["created_at"],
     }
@@ -123,6 +123,7 @@ def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list
     for scene in group["scenes"]:
         pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
         rows += plan_scene(pair, settings, frozenset(scene["known"]), cut)
+        crash_point("plan")
     node = this_node()
     for row in rows:
         row["plan_node"] = node

@@ -13,14 +13,14 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samrs_ray import manifest
+from samrs_ray import manifest, versions
 from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.cli import format_runs, main
 from samrs_ray.formats import read_labels
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.job import generate
 from samrs_ray.tiling import objects_in_window, plan_windows, tile_id
-from tests.datasets import config, dataset_rows, file_digests, synthetic_scenes, write_scene
+from tests.datasets import config, dataset_rows, file_digests, local_path, synthetic_scenes, write_scene
 
 pytestmark = pytest.mark.slow
 SOTA = PRESETS["sota"]
@@ -61,7 +61,7 @@ def test_counts_add_up_on_the_real_samples(box_run) -> None:
     assert all(e["stage"] == "pair" and "has no image" in e["reason"] for e in errors)
     saved = json.loads((out / "_run.json").read_text())
     assert saved["model"] == {"id": "box-fill", "type": "", "checksum": ""}
-    assert (out / "_runs" / f"{record.run_id}.json").read_bytes() == (out / "_run.json").read_bytes()
+    assert (out / "_versions" / f"{record.version:08d}.json").read_bytes() == (out / "_run.json").read_bytes()
 
 
 def test_instances_match_the_annotations_tile_by_tile(box_run) -> None:
@@ -87,7 +87,7 @@ def test_label_pngs_hold_the_masks_painted_in_annotation_order(box_run) -> None:
     out, record, dota = box_run
     instances = manifest.read_dataset(str(out), "instances").to_pylist()
     for tile in manifest.read_dataset(str(out), "tiles").to_pylist():
-        label = np.array(Image.open(out / "labels" / f"{tile['tile_id']}.png"))
+        label = np.array(Image.open(local_path(tile["label_uri"])))
         assert label.shape == (1024, 1024) and label.dtype == np.uint8
         assert set(np.unique(label)) <= set(range(len(SOTA.classes))) | {IGNORE_ID}
         painted = np.full(label.shape, IGNORE_ID, np.uint8)
@@ -100,9 +100,9 @@ def test_label_pngs_hold_the_masks_painted_in_annotation_order(box_run) -> None:
             assert mask.sum() == row["area"] > 0
             painted[mask] = row["class_id"]
         assert np.array_equal(painted, label)
-        colour = Image.open(out / "color" / f"{tile['tile_id']}.png")
+        colour = Image.open(local_path(tile["color_uri"]))
         assert colour.mode == "P" and colour.size == (1024, 1024)
-        pixels = Image.open(out / "tiles" / f"{tile['tile_id']}.png")
+        pixels = Image.open(local_path(tile["image_uri"]))
         assert pixels.size == (1024, 1024) and pixels.mode == "RGB"
 
 
@@ -120,7 +120,8 @@ def test_tiny_sam_run(realsamples: Path, tmp_path: Path, local_ray) -> None:
     rows = dataset_rows(str(out), "instances")
     assert Counter(r["class_name"] for r in rows) == {"large-vehicle": 50, "small-vehicle": 14}
     assert all(np.isfinite(r["predicted_iou"]) and r["prompt_type"] == "hbox" for r in rows)
-    label = np.array(Image.open(out / "labels" / "P1888__1024__0___0.png"))
+    (tile,) = manifest.read_dataset(str(out), "tiles").to_pylist()
+    label = np.array(Image.open(local_path(tile["label_uri"])))
     painted = np.full(label.shape, IGNORE_ID, np.uint8)
     for r in rows:
         painted[decode_rle(r["mask_rle"]["counts"], 1024, 1024)] = r["class_id"]
@@ -152,7 +153,7 @@ def test_broken_inputs_are_quarantined_and_counted(realsamples: Path, tmp_path: 
     code = main(["generate", "--preset", "sota", "--images", str(data / "images"), "--labels",
                  str(data / "labelTxt"), "--out", str(out), "--model", "box", "--tile-size", "none"])
     assert code == 0
-    record = manifest.read_committed(*_fs(out))
+    record = versions.latest(*_fs(out))
     errors = manifest.read_dataset(str(out), "errors").to_pylist()
     where = {(Path(e["source_uri"]).name, e["line"]) for e in errors}
     assert {("truncated.png", None), ("orphanimage.png", None), ("orphanlabel.txt", None),
@@ -169,7 +170,7 @@ def test_broken_inputs_are_quarantined_and_counted(realsamples: Path, tmp_path: 
     # nothing half written: no temp files, every listed file exists
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
     for tile in manifest.read_dataset(str(out), "tiles").to_pylist():
-        assert (out / "labels" / f"{tile['tile_id']}.png").is_file()
+        assert local_path(tile["label_uri"]).is_file()
 
 
 def test_nothing_to_process_is_an_error(tmp_path: Path, local_ray) -> None:
@@ -207,8 +208,9 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     assert (third.counts["processed"], third.counts["skipped"]) == (1, 5)
     assert third.changes["processed"] == ["S00002"]
     after = file_digests(out)
-    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert {k for k in changed if not k.startswith("manifest/")} == {"labels/S00002.png", "color/S00002.png"}
+    assert before.items() <= after.items(), "files of the version readers may hold must not change"
+    added = sorted(k for k in after.keys() - before.keys() if not k.startswith("manifest/"))
+    assert [k.split(".")[0] for k in added] == ["color/S00002", "labels/S00002"]
     assert sum(1 for r in dataset_rows(str(out), "instances") if r["tile_id"] == "S00002") == 2
 
     # one scene deleted: its rows and files leave the dataset
@@ -216,21 +218,24 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     (data / "labelTxt" / "S00003.txt").unlink()
     fourth = run()
     assert (fourth.counts["tiles"], fourth.counts["removed"], fourth.counts["processed"]) == (5, 1, 0)
-    assert not (out / "labels" / "S00003.png").exists()
     assert "S00003" not in {r["tile_id"] for r in dataset_rows(str(out), "tiles")}
+    assert list(out.glob("labels/S00003.*.png"))  # the previous version, still readable, uses it
+    assert "S00003" in {r["tile_id"] for r in dataset_rows(str(out), "tiles", version=third.run_id)}
 
     # a setting that changes the output recomputes everything
     fifth = generate(config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None},
                             paint_order="area-desc"), say=quiet)
     assert fifth.counts["processed"] == 5
+    assert not list(out.glob("*/S00003.*.png"))  # no kept version uses it any more
 
     fs, root = _fs(out)
-    history = manifest.run_history(fs, root)
-    assert [r.run_id for r in history] == [r.run_id for r in (first, second, third, fourth, fifth)]
+    history = versions.history(fs, root)
+    assert [(r.run_id, r.version) for r in history] == [(r.run_id, i) for i, r in
+                                                        enumerate((first, second, third, fourth, fifth), 1)]
     assert main(["runs", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert all(r.run_id in printed for r in history)
-    assert format_runs(history).count("\n") == 5
+    assert format_runs(history, history[-2:]).count("\n*") == 2 + 1  # 2 readable, and the legend
 
 
 def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
@@ -267,13 +272,15 @@ def test_coco_export_reads_as_coco_tools_read_it(box_run, tmp_path: Path) -> Non
     root = exported["info"]["image_root"]
     assert root == str(out / "tiles")
     assert all(not img["file_name"].startswith(("/", "file:")) for img in exported["images"])
+    labels_by_tile = {t["tile_id"]: local_path(t["label_uri"]).name
+                      for t in manifest.read_dataset(str(out), "tiles").to_pylist()}
     dataset = CocoDetection(root, str(dest))
     assert len(dataset) == 3
     for index in range(len(dataset)):
         image, targets = dataset[index]
         info = dataset.coco.loadImgs(dataset.ids[index])[0]
         assert image.size == (info["width"], info["height"])
-        label = np.array(Image.open(out / "labels" / f"{info['tile_id']}.png"))
+        label = np.array(Image.open(out / "labels" / labels_by_tile[info["tile_id"]]))
         for target in targets[:20]:
             mask = dataset.coco.annToMask(target).astype(bool)
             assert mask.shape == (image.height, image.width)

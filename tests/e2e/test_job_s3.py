@@ -23,7 +23,7 @@ from PIL import Image
 from samrs_ray import manifest
 from samrs_ray.job import generate
 from tests import REPO
-from tests.datasets import config, dataset_rows
+from tests.datasets import config, dataset_rows, local_path
 from tests.raycluster import wait_for_job_agent
 from tests.seaweed import S3Server, free_ports
 
@@ -49,7 +49,8 @@ def test_generate_reads_and_writes_s3(s3: S3Server, realsamples: Path, tmp_path:
     root = f"{s3.bucket}/{prefix}/out"
     run_json = fs.cat_file(f"{root}/_run.json")
     assert s3.secret_key.encode() not in run_json and s3.access_key.encode() not in run_json
-    label = np.array(Image.open(io.BytesIO(fs.cat_file(f"{root}/labels/P1888__1024__0___0.png"))))
+    tiles = {t["tile_id"]: t for t in manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist()}
+    label = np.array(Image.open(io.BytesIO(fs.cat_file(tiles["P1888__1024__0___0"]["label_uri"]))))
     assert label.shape == (1024, 1024)
 
     # the same dataset as a local run of the same inputs
@@ -59,7 +60,8 @@ def test_generate_reads_and_writes_s3(s3: S3Server, realsamples: Path, tmp_path:
     drop = ("created_at", "source_uri", "label_source_uri", "image_uri", "label_uri", "color_uri")
     assert dataset_rows(out, "tiles", s3.storage_options, drop) == dataset_rows(str(local), "tiles", None, drop)
     assert dataset_rows(out, "instances", s3.storage_options, drop) == dataset_rows(str(local), "instances", None, drop)
-    assert label.tobytes() == np.array(Image.open(local / "labels" / "P1888__1024__0___0.png")).tobytes()
+    (local_tile,) = [t for t in manifest.read_dataset(str(local), "tiles").to_pylist() if t["tile_id"] == "P1888__1024__0___0"]
+    assert label.tobytes() == np.array(Image.open(local_path(local_tile["label_uri"]))).tobytes()
 
     again = generate(config(images, labels, out, storage_options=s3.storage_options), say=lambda _: None)
     assert (again.counts["processed"], again.counts["skipped"]) == (0, 3)

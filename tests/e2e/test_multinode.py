@@ -26,7 +26,7 @@ from typing import Optional
 import pytest
 import torch
 
-from samrs_ray import manifest, storage
+from samrs_ray import manifest, storage, versions
 from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests.datasets import dataset_rows, synthetic_scenes
 from tests.raycluster import RayCluster, fake_autoscaling_config
@@ -55,7 +55,7 @@ def generate(images: str, labels: str, out: str, env: dict[str, str], *extra: st
 
 def committed(out: str, storage_options: Optional[dict] = None) -> dict:
     """The committed _run.json of `out`, as a dict."""
-    record = manifest.read_committed(*storage.open_fs(out, storage_options))
+    record = versions.latest(*storage.open_fs(out, storage_options))
     assert record is not None, f"nothing committed in {out}"
     return record.__dict__
 
@@ -213,7 +213,7 @@ def test_kuberay_shaped_cluster_on_s3_survives_a_killed_worker(kuberay_shaped, s
     local = str(tmp_path / "local")
     ok(generate(*args[:2], local, cluster.env, "--checkpoint", s3_inputs["checkpoint"]))
     same_dataset(out, local, s3.storage_options, None)
-    history = manifest.run_history(*storage.open_fs(out, s3.storage_options))
+    history = versions.history(*storage.open_fs(out, s3.storage_options))
     head = next(n["node_id"] for n in cluster.alive_nodes() if n["is_head_node"])
     computed = [r for r in history if r.counts["processed"]]
     assert all(head not in r.cluster["stages"]["mask"] for r in computed)  # the head has no CPUs for it

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from samrs_ray import manifest, storage
+from samrs_ray import manifest, storage, versions
 from samrs_ray.job import generate
 from tests import REPO
-from tests.datasets import config, dataset_rows, synthetic_scenes
+from tests.datasets import config, dataset_rows, local_path, synthetic_scenes
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +55,10 @@ def kill_when_shards_appear(command: list[str], out: Path, shards: int, timeout:
 
 
 def snapshot(out: Path) -> tuple[list, list, dict[str, bytes]]:
+    pngs = {t["tile_id"]: local_path(t["label_uri"]).read_bytes()
+            for t in manifest.read_dataset(str(out), "tiles").to_pylist()}
     tiles = dataset_rows(str(out), "tiles", drop=("created_at", "label_uri", "color_uri", "image_uri"))
     instances = dataset_rows(str(out), "instances")
-    pngs = {t["tile_id"]: (out / "labels" / f"{t['tile_id']}.png").read_bytes() for t in tiles}
     return tiles, instances, pngs
 
 
@@ -81,13 +82,13 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, local_ray) -> 
     assert (out / "_run.json").read_bytes() == run_json
     assert snapshot(out)[:2] == committed[:2]
     fs, root = storage.open_fs(str(out))
-    record = manifest.read_committed(fs, root)
+    record = versions.latest(fs, root)
     assert all((out / "manifest" / "tiles" / f"{n}.parquet").is_file() for n in record.shards)
 
     # the rerun reuses what the killed run finished and equals a clean run
     resumed = subprocess.run(cli(data, out), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    record = manifest.read_committed(fs, root)
+    record = versions.latest(fs, root)
     assert record.counts["tiles"] == 120
     assert record.counts["processed"] < 120 - 40 + 1, "work finished before the kill was redone"
     subprocess.run(cli(data, clean), cwd=REPO, capture_output=True, timeout=600, check=True)
@@ -97,10 +98,13 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, local_ray) -> 
     assert got[2] == want[2]
     tile_ids = [t["tile_id"] for t in got[0]]
     assert len(tile_ids) == len(set(tile_ids)) == 120
-    # nothing left over: every file on disk belongs to the committed version
-    assert {p.stem for p in (out / "labels").glob("*.png")} == set(tile_ids)
-    assert {p.stem for p in (out / "manifest" / "tiles").glob("*.parquet")} == set(record.shards)
-    assert Image.open(out / "labels" / "S00001.png").size == (128, 128)
+    # nothing left over: every file on disk belongs to one of the two versions kept readable
+    kept = versions.history(fs, root)[-2:]
+    used = {local_path(t["label_uri"]).name: t["tile_id"] for r in kept
+            for t in manifest.read_dataset(str(out), "tiles", version=r.run_id).to_pylist()}
+    assert {p.name for p in (out / "labels").glob("*.png")} == set(used)
+    assert {p.stem for p in (out / "manifest" / "tiles").glob("*.parquet")} == {n for r in kept for n in r.shards}
+    assert Image.open(out / "labels" / next(n for n, t in used.items() if t == "S00001")).size == (128, 128)
 
 
 def test_a_killed_mask_worker_is_replaced_without_duplicates(tmp_path: Path, local_ray) -> None:

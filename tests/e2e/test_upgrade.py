@@ -1,0 +1,62 @@
+"""A dataset written in layout v1 (`labels/<tile_id>.png`, `_runs/`, `_run.json` only) is
+upgraded by the next run without recomputing a mask, and stays readable as a version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from samrs_ray import layout, manifest, storage, versions
+from samrs_ray.job import generate
+from tests.datasets import config, dataset_rows, file_digests, local_path
+
+pytestmark = pytest.mark.slow
+
+
+def downgrade_to_v1(out: Path) -> None:
+    """Rewrite a one-version dataset as layout v1 wrote it: PNGs named by tile id, the tiles
+    table pointing at them, the record in `_runs/<run_id>.json` and `_run.json`, no log."""
+    fs, root = storage.open_fs(str(out))
+    record = versions.latest(fs, root)
+    for name in record.shards:
+        path = layout.shard_path(root, "tiles", name)
+        table = manifest.read_table(fs, path)
+        for column in ("label_uri", "color_uri", "image_uri"):
+            renamed = []
+            for uri in table.column(column).to_pylist():
+                old = local_path(uri)
+                new = old.with_name(old.name.split(".")[0] + ".png")
+                old.rename(new)
+                renamed.append("file://" + str(new))
+            table = table.set_column(table.schema.get_field_index(column), column, pa.array(renamed))
+        manifest.write_table(fs, path, table)
+    data = record.__dict__ | {}
+    del data["version"], data["parent"]
+    (out / "_runs").mkdir()
+    (out / "_runs" / f"{record.run_id}.json").write_text(json.dumps(data))
+    (out / "_run.json").write_text(json.dumps(data))
+    shutil.rmtree(out / "_versions")
+
+
+def test_a_v1_dataset_is_upgraded_without_recomputing(realsamples: Path, tmp_path: Path, local_ray) -> None:
+    dota = realsamples / "dota"
+    out = tmp_path / "out"
+    run = lambda: generate(config(dota / "images", dota / "labelTxt", out), say=lambda _: None)  # noqa: E731
+    run()
+    downgrade_to_v1(out)
+    v1_rows = dataset_rows(str(out), "tiles")
+    v1_files = file_digests(out)
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [
+        "P0004__1024__0___0.png", "P0004__1024__0___440.png", "P1888__1024__0___0.png"]
+
+    upgraded = run()
+    assert (upgraded.version, upgraded.counts["processed"], upgraded.counts["skipped"]) == (1, 0, 3)
+    assert dataset_rows(str(out), "tiles") == v1_rows  # the same rows, pointing at the v1 files
+    assert v1_files.items() <= file_digests(out).items()  # not a byte of v1 changed
+    fs, root = storage.open_fs(str(out))
+    assert [(r.run_id, r.version) for r in versions.history(fs, root)][1:] == [(upgraded.run_id, 1)]
+    assert dataset_rows(str(out), "tiles", version=versions.history(fs, root)[0].run_id) == v1_rows
