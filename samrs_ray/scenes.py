@@ -46,6 +46,8 @@ def open_header(data: bytes, source: str) -> ImageFile.ImageFile:
             if image.width <= 0 or image.height <= 0:
                 raise InputError(source, f"image header says {image.width}x{image.height} pixels")
             return image
+    if not data:
+        raise InputError(source, "empty file (0 bytes): not an image")
     raise InputError(source, f"not a PNG, JPEG, TIFF or BMP image (file starts with {data[:8]!r})")
 
 
