@@ -2,7 +2,8 @@
 
 Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
 1 nothing could be processed; 2 the configuration is wrong (the message says what to change);
-3 another run on the same --out committed first (nothing of this run was committed: rerun).
+3 another run on the same --out committed first (nothing of this run was committed: rerun);
+4 the run stopped before its commit (storage full or away, cluster lost): fix that and rerun.
 
 Over 300 lines on purpose: each subcommand's options sit beside the others', so that one
 spelling and one help style hold across them; the work itself is in the modules they call.
@@ -220,7 +221,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from samrs_ray.job import generate
+    from samrs_ray.job import RunFailed, generate
 
     try:
         refuse_relative_paths(args)
@@ -231,6 +232,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ConcurrentRunError as error:
         print(f"samrs-ray generate: {error}", file=sys.stderr)
         return 3
+    except RunFailed as error:
+        print(f"samrs-ray generate: {error}", file=sys.stderr)
+        return 4
     if record.counts["scenes_ok"] == 0:
         print(f"samrs-ray generate: no scene could be used; the reasons are in {args.out}/manifest/errors",
               file=sys.stderr)

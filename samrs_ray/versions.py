@@ -167,6 +167,8 @@ class Lease:
             self.fs.rm_file(self.path)
         except FileNotFoundError:
             pass
+        except OSError as error:  # the store is away: the lease expires by itself
+            log.warning("cannot remove %s (%s); it expires in %.0f s", self.path, error, LEASE_EXPIRY_S)
 
     def write(self) -> None:
         body = {"run_id": self.run_id, "started_at": self.started_at, "refreshed_at": time.time(),

@@ -194,17 +194,28 @@ class SeaweedS3:
             "-webdav=false",
             "-master.telemetry=false",  # no calls home from a test
         ]
-        self._log_file = open(self.log_path, "wb")
+        self._command, self._server = command, server
+        return self._launch()
+
+    def _launch(self) -> S3Server:
+        self._log_file = open(self.log_path, "ab")
         # Own process group, so stop() reaches every child weed starts.
         self._process = subprocess.Popen(
-            command, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+            self._command, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            self._wait_ready(server)
+            self._wait_ready(self._server)
         except BaseException:
             self.stop()
             raise
-        return server
+        return self._server
+
+    def come_back(self) -> S3Server:
+        """Start again after stop(), at the same address, with the same keys and data: an outage
+        that ends."""
+        if self._process is not None:
+            raise RuntimeError("SeaweedS3 is running")
+        return self._launch()
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -7,6 +7,7 @@ and the clean-up. Ray-free: it works on the rows the graph returned.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -21,6 +22,8 @@ from samrs_ray.faults import crash_point
 from samrs_ray.outputs import tile_uris
 from samrs_ray.versions import RunRecord
 from samrs_ray.rows import NODE_COLUMNS, Kind, Status, error_row
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,8 +75,11 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
     )
     crash_point("before-commit")
     versions.commit(fs, out, record)
-    kept = versions.retained(versions.history(fs, out), config.keep_versions)
-    incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, run_id))
+    try:
+        kept = versions.retained(versions.history(fs, out), config.keep_versions)
+        incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, run_id))
+    except OSError as error:  # committed already; what is left over, the next run's clean-up removes
+        log.warning("%s: version %d committed, but clean-up stopped: %s", out, record.version, error)
     return record
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -48,12 +49,38 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     try:
         with versions.Lease(fs, out, run_id):
             record = work(fs, out, config, run_id, started, checksum, inputs, say, clock)
+    except versions.ConcurrentRunError:
+        raise
+    except Exception as error:  # storage or cluster trouble mid-run: say what, and what is safe
+        raise RunFailed(f"{config.out}: the run stopped before its commit: {root_cause(error)}. The committed "
+                        "version is untouched; fix the cause and rerun (finished tiles are reused).") from error
     finally:
         if started_ray:
             ray.shutdown()
             clock.lap("shutdown")
     say(summary_text(record, clock))
     return record
+
+
+class RunFailed(RuntimeError):
+    """A run that stopped before committing; the committed version is as it was."""
+
+
+# "OSError: [Errno 28] No space left on device": the line that ends a Python traceback
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+def root_cause(error: BaseException) -> str:
+    """What went wrong first, as 'Type: text'. A Ray task's error arrives without its cause
+    object, but its text holds the task's traceback, whose first exception line is the cause."""
+    chain = [error]
+    while (deeper := getattr(chain[-1], "cause", None) or chain[-1].__cause__) is not None and deeper not in chain:
+        chain.append(deeper)
+    for link in chain:
+        for match in EXCEPTION_LINE.finditer(str(link)):
+            if not match.group(1).startswith("ray."):
+                return f"{match.group(1)}: {match.group(2)}"
+    return f"{type(chain[-1]).__name__}: {chain[-1]}".strip().splitlines()[-1]
 
 
 def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,

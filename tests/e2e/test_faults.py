@@ -1,5 +1,6 @@
 """A run SIGKILLed at every step (faults.py: the driver and its local Ray, as when a pod dies):
-planning, inference, encoding, shard writing, before the commit, during it, during clean-up.
+planning, inference, encoding, shard writing, before the commit, during it, during clean-up;
+and a run whose disk fills up, or whose S3 store goes away mid-run and comes back.
 
 For each step: the committed version stays readable and byte-identical (the new one, when the
 kill came after its record was created); the next run converges to exactly what a clean run
@@ -8,12 +9,15 @@ every scene ends up in the dataset or in manifest/errors."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,6 +25,7 @@ from samrs_ray import layout, manifest, storage, versions
 from samrs_ray.faults import CRASH_AT_ENV
 from tests import REPO
 from tests.datasets import dataset_rows, local_path, synthetic_scenes
+from tests.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.slow
 STEPS = ["plan", "infer", "encode", "shard", "before-commit", "in-commit", "in-clean-up"]
@@ -103,3 +108,100 @@ def test_a_run_killed_at_each_step_leaves_a_whole_version_and_the_rerun_converge
     record = versions.latest(fs, root)
     assert (record.counts["scenes"], record.counts["scenes_ok"], record.counts["tiles"]) == (11, 11, 11)
     assert record.counts["processed"] <= 5  # the 4 new scenes and the edited one, at most
+
+
+# --- the store: full, or gone for a while ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at path: a real filesystem that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a small tmpfs")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_stops_the_run_clearly_and_the_rerun_converges(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    synthetic_scenes(data, 4, size=256)
+    with small_disk(tmp_path / "disk", "300k") as disk:
+        out = disk / "out"
+        assert run(data, out).returncode == 0
+        before = version_files(out)
+        synthetic_scenes(data, 60, size=256)  # about twice what the disk holds
+
+        full = run(data, out)
+        assert full.returncode == 4, full.stderr[-3000:]
+        message = full.stderr.strip().splitlines()[-1]
+        assert "OSError: [Errno 28] No space left on device" in message and "committed version is untouched" in message
+        assert version_files(out) == before
+        assert not list(out.rglob("*.tmp")), "half-written files left behind"
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        assert run(data, out).returncode == 0
+        assert run(data, tmp_path / "clean").returncode == 0
+        assert content(out) == content(tmp_path / "clean")
+
+
+def shards_on(fs, root: str) -> int:
+    try:
+        return len(fs.ls(f"{root}/manifest/tiles", refresh=True))
+    except FileNotFoundError:
+        return 0
+
+
+def test_the_store_going_away_mid_run_stops_it_clearly_and_the_rerun_converges(tmp_path: Path) -> None:
+    weed = SeaweedS3(tmp_path / "weed", bucket="outage")
+    s3 = weed.start()
+    try:
+        data = tmp_path / "data"
+        synthetic_scenes(data, 8)
+        upload = lambda: (s3.upload_dir(data / "images", "in/images"), s3.upload_dir(data / "labelTxt", "in/labels"))  # noqa: E731
+        images, labels = upload()
+        out = s3.uri("out")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **s3.env}
+        command = [sys.executable, "-m", "samrs_ray.cli", "generate", "--preset", "sota", "--model", "box",
+                   "--images", images, "--labels", labels, "--out", out, "--tile-size", "none", "--shard-tiles", "2"]
+        finish = lambda: subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+        assert finish().returncode == 0
+        fs, root = storage.open_fs(out, s3.storage_options)
+        record = versions.latest(fs, root)
+        committed = {p: fs.cat_file(p) for p in
+                     [layout.version_path(root, record.version)]
+                     + [layout.shard_path(root, t, n) for n in record.shards for t in ("tiles", "instances")]}
+
+        synthetic_scenes(data, 40)
+        upload()
+        running = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
+        before = shards_on(fs, root)
+        deadline = time.monotonic() + 300
+        while shards_on(fs, root) == before and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running.poll() is None, "the run finished before the store could go away; make it longer"
+        weed.stop()  # the store goes away mid-run
+        _, stderr = running.communicate(timeout=900)
+        assert running.returncode == 4, stderr[-3000:]
+        assert "the run stopped before its commit" in stderr and "committed version is untouched" in stderr
+
+        weed.come_back()  # ... and comes back later
+        fs.invalidate_cache()
+        assert {p: fs.cat_file(p) for p in committed} == committed
+        assert versions.latest(fs, root).version == record.version
+        rerun = finish()
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        clean = tmp_path / "clean"
+        local = [sys.executable, "-m", "samrs_ray.cli", "generate", "--preset", "sota", "--model", "box",
+                 "--images", str(data / "images"), "--labels", str(data / "labelTxt"), "--out", str(clean),
+                 "--tile-size", "none"]
+        assert subprocess.run(local, cwd=REPO, capture_output=True, timeout=600).returncode == 0
+        drop = ("created_at", "source_uri", "label_source_uri", *URIS)
+        for table in ("tiles", "instances"):
+            assert dataset_rows(out, table, s3.storage_options, drop) == dataset_rows(str(clean), table, None, drop)
+    finally:
+        weed.stop()
