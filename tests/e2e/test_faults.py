@@ -1,6 +1,7 @@
 """A run SIGKILLed at every step (faults.py: the driver and its local Ray, as when a pod dies):
 planning, inference, encoding, shard writing, before the commit, during it, during clean-up;
-and a run whose disk fills up, or whose S3 store goes away mid-run and comes back.
+a run whose disk fills up, or whose S3 store goes away mid-run and comes back; a label file
+rewritten while the run reads it; a checkpoint replaced during a run.
 
 For each step: the committed version stays readable and byte-identical (the new one, when the
 kill came after its record was created); the next run converges to exactly what a clean run
@@ -15,16 +16,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 
 from samrs_ray import layout, manifest, storage, versions
 from samrs_ray.faults import CRASH_AT_ENV
+from samrs_ray.job import RunFailed, driver, generate
+from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests import REPO
-from tests.datasets import dataset_rows, local_path, synthetic_scenes
+from tests.datasets import config, dataset_rows, local_path, synthetic_scenes
 from tests.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.slow
@@ -205,3 +210,80 @@ def test_the_store_going_away_mid_run_stops_it_clearly_and_the_rerun_converges(t
             assert dataset_rows(out, table, s3.storage_options, drop) == dataset_rows(str(clean), table, None, drop)
     finally:
         weed.stop()
+
+
+# --- inputs that change under the run ----------------------------------------------------------
+
+
+def in_process(data: Path, out: Path, **changes) -> versions.RunRecord:
+    return generate(config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None}, **changes),
+                    say=lambda _: None)
+
+
+def test_a_label_file_rewritten_while_the_run_reads_it(tmp_path: Path, local_ray) -> None:
+    """Rewritten in place, over and over, as an editor or a sync tool would, while a run reads
+    it: the run commits a whole version (what it read, or an error row for a half-written read);
+    once the file is still, the next run converges to a clean run's dataset."""
+    data = tmp_path / "data"
+    synthetic_scenes(data, 30)
+    label = data / "labelTxt" / "S00007.txt"
+    versions_of_it = [label.read_text(), label.read_text().splitlines()[0] + "\n"]
+    stop = threading.Event()
+
+    def keep_rewriting() -> None:
+        i = 0
+        while not stop.is_set():
+            with open(label, "w") as f:  # not atomic: a reader may see it half written
+                for line in versions_of_it[i % 2].splitlines(keepends=True):
+                    f.write(line)
+                    f.flush()
+            i += 1
+
+    writer = threading.Thread(target=keep_rewriting)
+    writer.start()
+    try:
+        during = in_process(data, tmp_path / "out")
+    finally:
+        stop.set()
+        writer.join()
+    fs, root = storage.open_fs(str(tmp_path / "out"))
+    assert versions.latest(fs, root).run_id == during.run_id
+    content(tmp_path / "out")  # whole: every tile once, every label PNG readable
+    label.write_text(versions_of_it[1])
+    in_process(data, tmp_path / "out")
+    in_process(data, tmp_path / "clean")
+    assert content(tmp_path / "out") == content(tmp_path / "clean")
+
+
+def test_a_checkpoint_replaced_during_the_run_stops_it_before_any_mask(tmp_path: Path, local_ray,
+                                                                     monkeypatch) -> None:
+    """The driver hashes the checkpoint; a mask actor whose copy hashes otherwise refuses to
+    start, so no mask is filed under the wrong model. The committed version stays; the rerun
+    computes every tile with the new weights."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    synthetic_scenes(data, 3)
+    checkpoint = tmp_path / "sam_tiny.pth"
+    torch.manual_seed(1)
+    torch.save(build_tiny_sam().state_dict(), checkpoint)
+    sam = {"model": "sam", "model_type": "tiny", "checkpoint": str(checkpoint)}
+    first = in_process(data, out, **sam)
+    synthetic_scenes(data, 5)
+
+    real_checksum = driver.model_checksum
+
+    def checksum_then_replace(config):
+        found = real_checksum(config)
+        torch.manual_seed(2)
+        torch.save(build_tiny_sam().state_dict(), checkpoint)  # replaced after the driver looked
+        return found
+
+    monkeypatch.setattr(driver, "model_checksum", checksum_then_replace)
+    with pytest.raises(RunFailed, match="the file changed during the run"):
+        in_process(data, out, **sam)
+    monkeypatch.undo()
+    fs, root = storage.open_fs(str(out))
+    assert versions.latest(fs, root).run_id == first.run_id
+
+    again = in_process(data, out, **sam)
+    assert again.model["checksum"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest() != first.model["checksum"]
+    assert (again.counts["processed"], again.counts["tiles"]) == (5, 5)

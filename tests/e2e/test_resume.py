@@ -107,9 +107,10 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, local_ray) -> 
     assert Image.open(out / "labels" / next(n for n, t in used.items() if t == "S00001")).size == (128, 128)
 
 
-def test_a_killed_mask_worker_is_replaced_without_duplicates(tmp_path: Path, local_ray) -> None:
-    """SIGKILL the mask actor's process mid-run: Ray restarts it and retries its batch; the
-    dataset equals a clean run's, with every tile once."""
+@pytest.mark.parametrize("stage", ["MaskActor", "encode_batch"])
+def test_a_killed_worker_is_replaced_without_duplicates(tmp_path: Path, local_ray, stage: str) -> None:
+    """SIGKILL the process of the mask actor, or of an encode task, mid-run: Ray restarts it and
+    retries its batch; the dataset equals a clean run's, with every tile once."""
     import threading
 
     import psutil
@@ -125,17 +126,17 @@ def test_a_killed_mask_worker_is_replaced_without_duplicates(tmp_path: Path, loc
         while time.monotonic() < deadline and not killed:
             if shard_count(out) >= 2:
                 for process in psutil.process_iter(["pid", "cmdline"]):
-                    if "MaskActor" in " ".join(process.info["cmdline"] or []):
+                    if stage in " ".join(process.info["cmdline"] or []):  # Ray titles a worker by its task
                         process.kill()
                         killed.append(process.info["pid"])
-                return
-            time.sleep(0.01)
+                        return
+            time.sleep(0.005)
 
     killer = threading.Thread(target=kill_actor_once_work_is_flowing)
     killer.start()
     record = generate(make(out), say=lambda _: None)
     killer.join()
-    assert killed, "no mask actor process was found to kill"
+    assert killed, f"no {stage} process was found to kill"
     assert record.counts["tiles"] == 150 and record.counts["failed"] == 0
     generate(make(clean), say=lambda _: None)
     got, want = snapshot(out), snapshot(clean)
