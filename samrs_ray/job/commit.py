@@ -15,7 +15,7 @@ from typing import Any, Optional
 import fsspec
 import pyarrow as pa
 
-from samrs_ray import incremental, layout, manifest, versions
+from samrs_ray import incremental, layout, manifest, storage, versions
 from samrs_ray.annotation import InputIssue
 from samrs_ray.config import JobConfig
 from samrs_ray.faults import crash_point
@@ -73,6 +73,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         cluster=cluster, version=(committed.version if committed else 0) + 1,
         parent=committed.run_id if committed else "",
     )
+    check_present(fs, out, shards, index)
     crash_point("before-commit")
     versions.commit(fs, out, record)
     try:
@@ -105,6 +106,20 @@ def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str
         raise RuntimeError(f"{len(missing)} tiles are in no shard (storage changed during the run?): "
                            f"{sorted(missing)[:5]}; rerun to recompute them")
     return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles, index))
+
+
+def check_present(fs: fsspec.AbstractFileSystem, out: str, shards: list[str], index: incremental.ShardIndex) -> None:
+    """Never commit a version with a file missing: one listing per folder, against every shard
+    pair and label PNG the version uses (another run's clean-up could have removed a leftover
+    this run chose to reuse, if the two disagree about the time)."""
+    missing = [layout.shard_path(out, table, n) for table in ("tiles", "instances")
+               for n in sorted(set(shards) - {layout.shard_of_file(f) for f in
+                                               storage.list_names(fs, layout.table_folder(out, table))})]
+    labels = set(storage.list_names(fs, layout.png_folder(out, "labels")))
+    missing += sorted(n for shard in shards for n in index.labels[shard].values() if n not in labels)
+    if missing:
+        raise RuntimeError(f"{len(missing)} files of the new version vanished during the run ({missing[:3]}); "
+                           "nothing was committed")
 
 
 def write_errors(fs: fsspec.AbstractFileSystem, out: str, run_id: str, errors: list[dict[str, Any]]) -> list[str]:

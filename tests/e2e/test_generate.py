@@ -221,6 +221,12 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     assert "S00003" not in {r["tile_id"] for r in dataset_rows(str(out), "tiles")}
     assert list(out.glob("labels/S00003.*.png"))  # the previous version, still readable, uses it
     assert "S00003" in {r["tile_id"] for r in dataset_rows(str(out), "tiles", version=third.run_id)}
+    for version, images in ((None, 5), (third.run_id, 6), ("3", 6)):  # export-coco reads any kept version
+        dest = tmp_path / f"coco-{version}.json"
+        assert main(["export-coco", "--out", str(out), "--dest", str(dest)] + (["--version", version] if version else [])) == 0
+        assert len(json.loads(dest.read_text())["images"]) == images
+    assert main(["export-coco", "--out", str(out), "--dest", str(tmp_path / "x.json"), "--version", first.run_id]) == 1
+    assert "is no longer readable" in capsys.readouterr().err
 
     # a setting that changes the output recomputes everything
     fifth = generate(config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None},
