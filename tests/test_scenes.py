@@ -71,9 +71,13 @@ def test_header_cut_short_is_an_error(realsamples):
         image_size(data[:20], "P0004.png")
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all", b"%PDF-1.7\n" + b"\0" * 100])
-def test_non_image_bytes_are_an_error(data):
-    with pytest.raises(InputError, match=r"^scenes/x\.png: not a PNG, JPEG, TIFF or BMP image"):
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file \\(0 bytes\\): not an image"),
+    (b"not an image at all", "not a PNG, JPEG, TIFF or BMP image"),
+    (b"%PDF-1.7\n" + b"\0" * 100, "not a PNG, JPEG, TIFF or BMP image"),
+])
+def test_non_image_bytes_are_an_error(data, reason):
+    with pytest.raises(InputError, match=rf"^scenes/x\.png: {reason}"):
         decode_image(data, "scenes/x.png")
 
 

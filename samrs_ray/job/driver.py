@@ -14,7 +14,7 @@ import ray
 import samrs_ray
 from samrs_ray import faults, incremental, preflight, storage, versions
 from samrs_ray.capacity import wait_for_gpus
-from samrs_ray.config import JobConfig
+from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.job.actor import model_checksum
 from samrs_ray.job.commit import Outcome, finish, stage_nodes
 from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
@@ -49,7 +49,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     try:
         with versions.Lease(fs, out, run_id):
             record = work(fs, out, config, run_id, started, checksum, inputs, say, clock)
-    except versions.ConcurrentRunError:
+    except (versions.ConcurrentRunError, ConfigError):  # their own words, and exit codes, already
         raise
     except Exception as error:  # storage or cluster trouble mid-run: say what, and what is safe
         raise RunFailed(f"{config.out}: the run stopped before its commit: {root_cause(error)}. The committed "
