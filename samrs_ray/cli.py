@@ -26,6 +26,7 @@ from samrs_ray.config import MODELS, ConfigError, JobConfig
 from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
+from samrs_ray.splits import DEFAULT_SPLIT
 from samrs_ray.versions import ConcurrentRunError
 
 
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
+    gen.add_argument("--split-list", action="append", metavar="SPLIT=FILE", default=[],
+                     help="scenes of a split, one name per line (DIOR's ImageSets/Main/val.txt); repeatable")
+    gen.add_argument("--split", help="the split of every scene not in a list (e.g. train for DOTA's train/ folder)")
+    gen.add_argument("--split-ratio", type=float,
+                     help=f"else a hashed train/val split with this share in train (default: all {DEFAULT_SPLIT})")
     gen.add_argument("--max-pixels", type=int,
                      help=f"refuse scenes larger than this many pixels (default: {DEFAULTS['max_pixels']})")
     gen.add_argument("--gpus-per-actor", type=float, metavar="N",
@@ -216,8 +222,20 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     and an option left out (None) keeps JobConfig's default."""
     fields = {f.name for f in dataclasses.fields(JobConfig)}
     given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
-    given.update(preset=make_preset(args), write_color=not args.no_color, gpu_wait_s=args.gpu_wait)
+    given.update(preset=make_preset(args), write_color=not args.no_color, gpu_wait_s=args.gpu_wait,
+                 split_lists=split_lists(args.split_list))
     return JobConfig(**given)
+
+
+def split_lists(given: list[str]) -> dict[str, str]:
+    """['train=a.txt', 'val=b.txt'] -> {'train': 'a.txt', 'val': 'b.txt'}."""
+    lists = {}
+    for item in given:
+        split, _, uri = item.partition("=")
+        if not split or not uri or split in lists:
+            raise ConfigError(f"--split-list {item!r}: give SPLIT=FILE, once per split")
+        lists[split] = uri
+    return lists
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

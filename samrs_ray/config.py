@@ -51,6 +51,10 @@ class JobConfig:
     paint_order: str = "annotation"
     write_color: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # splits (splits.py): per-split list files {split: URI}, one split for every scene, a hashed ratio
+    split_lists: dict[str, str] = field(default_factory=dict)
+    split: Optional[str] = None
+    split_ratio: Optional[float] = None
     # engine
     # What each mask actor asks Ray for. None: 1 for SAM on a cluster (--address), so the autoscaler
     # brings GPU nodes up; on the embedded local Ray, 1 when this machine has a GPU, else 0.

@@ -23,7 +23,7 @@ from samrs_ray import layout, manifest, storage
 from samrs_ray.faults import crash_point
 from samrs_ray.versions import RunRecord
 
-INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances", "label_uri", "color_uri", "image_uri"]
+INDEX_COLUMNS = ["tile_id", "fingerprint", "source_uri", "n_instances", "label_uri", "color_uri", "image_uri", "split"]
 URI_COLUMNS: dict[layout.PngFolder, str] = {"labels": "label_uri", "color": "color_uri", "tiles": "image_uri"}
 
 
@@ -36,6 +36,7 @@ class ShardIndex:
     instances: dict[str, dict[str, int]] = field(default_factory=dict)
     sources: dict[str, dict[str, str]] = field(default_factory=dict)  # shard -> tile -> scene image
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # shard -> tile -> label PNG name
+    splits: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)  # shard -> tile -> split
     pngs: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # shard -> folder -> names
 
     def add(self, name: str, table: pa.Table) -> None:
@@ -44,6 +45,7 @@ class ShardIndex:
         self.tiles[name] = dict(zip(ids, table.column("fingerprint").to_pylist()))
         self.instances[name] = dict(zip(ids, table.column("n_instances").to_pylist()))
         self.sources[name] = dict(zip(ids, table.column("source_uri").to_pylist()))
+        self.splits[name] = dict(zip(ids, table.column("split").to_pylist()))
         # by file name, not URI, so that a dataset copied elsewhere still finds its files
         names = {folder: [posixpath.basename(u) if u else "" for u in table.column(column).to_pylist()]
                  for folder, column in URI_COLUMNS.items()}
@@ -93,9 +95,12 @@ class Selection:
     copy: dict[str, list[str]]  # shard -> tile ids to copy out of it into new shards
 
 
-def select_shards(wanted: dict[str, str], index: ShardIndex, order: Iterable[str]) -> tuple[Selection, set[str]]:
-    """Cover each wanted {tile_id: fingerprint} exactly once from the shards in `order`.
-    Returns the selection and the wanted tiles no shard holds (should be empty)."""
+def select_shards(wanted: dict[str, str], index: ShardIndex, order: Iterable[str],
+                  splits: Optional[dict[str, str]] = None) -> tuple[Selection, set[str]]:
+    """Cover each wanted {tile_id: fingerprint} exactly once from the shards in `order`. A shard
+    is kept whole only if its rows also hold the wanted `splits` {tile_id: split}; else its
+    usable rows are copied (and their split set). Returns the selection and the wanted tiles no
+    shard holds (should be empty)."""
     assigned: set[str] = set()
     selection = Selection(keep=[], copy={})
     for name in order:
@@ -105,7 +110,8 @@ def select_shards(wanted: dict[str, str], index: ShardIndex, order: Iterable[str
         usable = [t for t, fp in tiles.items() if wanted.get(t) == fp and t not in assigned]
         if not usable:
             continue
-        if len(usable) == len(tiles):
+        moved = splits is not None and any(index.splits[name][t] != splits[t] for t in usable)
+        if len(usable) == len(tiles) and not moved:
             selection.keep.append(name)
         else:
             selection.copy[name] = usable
@@ -120,18 +126,22 @@ def shard_order(index: ShardIndex, committed: Optional[RunRecord], new: list[str
 
 
 def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]], shard_tiles: int,
-              index: ShardIndex) -> list[str]:
+              index: ShardIndex, splits: Optional[dict[str, str]] = None) -> list[str]:
     """Copy the chosen tiles (and their instances) out of their shards into new shards of at
-    most `shard_tiles` tiles, added to the index; returns the new shard names."""
+    most `shard_tiles` tiles, with their split set from `splits`, added to the index; returns
+    the new shard names."""
     tiles_parts, instance_parts = [], []
     for name, tile_ids in sorted(copy.items()):
         keep = pa.array(tile_ids)
         for table, parts in (("tiles", tiles_parts), ("instances", instance_parts)):
-            data = manifest.read_table(fs, layout.shard_path(out, table, name))
+            data = manifest.read_table(fs, layout.shard_path(out, table, name), manifest.TABLES[table].names)
             parts.append(data.filter(pc.is_in(data.column("tile_id"), value_set=keep)))
     if not tiles_parts:
         return []
     tiles = pa.concat_tables(tiles_parts).sort_by("tile_id")
+    if splits is not None:
+        moved = pa.array([splits[t] for t in tiles.column("tile_id").to_pylist()], pa.string())
+        tiles = tiles.set_column(tiles.schema.get_field_index("split"), "split", moved)
     instances = pa.concat_tables(instance_parts)
     names = []
     for start in range(0, tiles.num_rows, shard_tiles):

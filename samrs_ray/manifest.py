@@ -26,6 +26,7 @@ from samrs_ray import layout, storage, versions
 TILES = pa.schema([
     ("tile_id", pa.string()),
     ("subset", pa.string()),
+    ("split", pa.string()),  # the scene's split: train, val, test, trainval, ... (null: written before splits)
     ("source_uri", pa.string()),  # the scene image the tile was cut from
     ("label_source_uri", pa.string()),  # the detection label file
     ("x0", pa.int32()),
@@ -71,11 +72,12 @@ ERRORS = pa.schema([
 TABLES = {"tiles": TILES, "instances": INSTANCES, "errors": ERRORS}
 
 
-def shard_name(pairs: Iterable[tuple[str, str]]) -> str:
-    """Name of the shard holding these (tile_id, fingerprint) pairs: order-free, content-derived."""
+def shard_name(rows: Iterable[tuple[str, ...]]) -> str:
+    """Name of the shard holding these (tile_id, fingerprint, split) rows: order-free, derived
+    from the content, so a scene moved to another split lands in a shard of another name."""
     digest = hashlib.sha256()
-    for tile, fingerprint in sorted(pairs):
-        digest.update(f"{tile}\0{fingerprint}\n".encode())
+    for row in sorted(rows):
+        digest.update(("\0".join(row) + "\n").encode())
     return digest.hexdigest()[:24]
 
 
@@ -90,15 +92,24 @@ def write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> No
 
 
 def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """A Parquet file, or these columns of it; a column that a file written by an older version
+    lacks comes back as nulls (TILES' split, for one)."""
     with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+        parquet = pq.ParquetFile(f)
+        present = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=None if columns is None else [c for c in columns if c in present])
+    for column in columns or ():
+        if column not in present:
+            table = table.append_column(column, pa.nulls(table.num_rows, pa.string()))
+    return table.select(columns) if columns else table
 
 
 def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:
     """Write one shard pair; instances first, so a tiles file never points at missing instances.
     A pair of that name already there holds the same tiles and is left as it is: a committed
     version may be reading it."""
-    name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist()))
+    splits = [split or "" for split in tiles.column("split").to_pylist()]
+    name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist(), splits))
     if storage.exists(fs, layout.shard_path(out, "tiles", name)):
         return name
     write_table(fs, layout.shard_path(out, "instances", name), instances.cast(INSTANCES))
@@ -121,7 +132,7 @@ def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
     process: for tests and small datasets. Large ones: `ray.data.read_parquet(dataset_uris(...))`."""
     fs, root = storage.open_fs(out, storage_options)
     schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
-    parts = [read_table(fs, p, columns) for p in dataset_files(fs, root, table, version)]
+    parts = [read_table(fs, p, columns or schema.names) for p in dataset_files(fs, root, table, version)]
     return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
 
 

@@ -23,17 +23,20 @@ from samrs_ray.classes import PRESETS
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+from samrs_ray.splits import scene_splits
 
 SAM_EXTRA = "pip install 'samrs-ray[sam]'"
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a run will read: every image with its size, the scenes, and the files left unpaired."""
+    """What a run will read: every image with its size, the scenes and their splits, and the
+    files left unpaired."""
 
     image_sizes: dict[str, int]
     pairs: list[ScenePair]
     pair_issues: list[InputIssue]
+    splits: dict[str, str]  # scene name -> split
 
 
 def require_sam_extra(config: JobConfig) -> None:
@@ -60,7 +63,9 @@ def find_inputs(config: JobConfig) -> Inputs:
     pairs, issues = pair_by_stem(sorted(image_sizes), sorted(labels))
     if not pairs:
         raise ConfigError(nothing_paired(config, len(image_sizes), len(labels)))
-    return Inputs(image_sizes, pairs, issues)
+    splits = scene_splits([p.name for p in pairs], config.split, config.split_lists, config.split_ratio,
+                          config.storage_options)
+    return Inputs(image_sizes, pairs, issues, splits)
 
 
 def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:

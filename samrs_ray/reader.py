@@ -30,7 +30,7 @@ from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.scenes import decode_image
 
 Version = Union[int, str, None]
-TILE_COLUMNS = ["tile_id", "image_uri", "label_uri", "x0", "y0", "width", "height"]
+TILE_COLUMNS = ["tile_id", "split", "image_uri", "label_uri", "x0", "y0", "width", "height"]
 
 
 def load_tile(row: dict[str, Any], storage_options: Optional[dict] = None) -> dict[str, Any]:
@@ -43,15 +43,16 @@ def load_tile(row: dict[str, Any], storage_options: Optional[dict] = None) -> di
 
 
 class TileDataset:
-    """A committed version (None: the latest) of the dataset at `out`, one example per tile,
-    in tile id order. `transform`, if given, maps each example dict to what the loader yields."""
+    """A committed version (None: the latest) of the dataset at `out`, one example per tile of
+    `split` (None: every tile), in tile id order. `transform`, if given, maps each example dict
+    to what the loader yields."""
 
-    def __init__(self, out: str, version: Version = None, storage_options: Optional[dict] = None,
-                 instances: bool = False, transform: Optional[Callable[[dict[str, Any]], Any]] = None) -> None:
+    def __init__(self, out: str, split: Optional[str] = None, version: Version = None,
+                 storage_options: Optional[dict] = None, instances: bool = False,
+                 transform: Optional[Callable[[dict[str, Any]], Any]] = None) -> None:
         self.storage_options = storage_options
         self.transform = transform
-        tiles = manifest.read_dataset(out, "tiles", storage_options, TILE_COLUMNS, version=version)
-        self.rows = sorted(tiles.to_pylist(), key=lambda r: r["tile_id"])
+        self.rows = tile_rows(out, split, version, storage_options)
         # instance masks stay as RLE strings until an example asks for them: small, and picklable
         # into DataLoader workers
         self.instances: Optional[dict[str, list[tuple[int, int, str]]]] = None
@@ -84,11 +85,20 @@ class TileDataset:
         return self.transform(example) if self.transform else example
 
 
-def tiles_dataset(out: str, version: Version = None, storage_options: Optional[dict] = None):
+def tile_rows(out: str, split: Optional[str], version: Version, storage_options: Optional[dict]) -> list[dict]:
+    """The tiles table's rows of one split (None: all), in tile id order."""
+    rows = manifest.read_dataset(out, "tiles", storage_options, TILE_COLUMNS, version=version).to_pylist()
+    if split is not None:
+        rows = [r for r in rows if r["split"] == split]
+    return sorted(rows, key=lambda r: r["tile_id"])
+
+
+def tiles_dataset(out: str, split: Optional[str] = None, version: Version = None,
+                  storage_options: Optional[dict] = None):
     """The same examples (image, label, tile_id; numpy) as a Ray Dataset whose PNGs Ray's
     workers read: for Ray Train's `datasets=` across nodes. The tiles table (one small row per
     tile) is read here; the pixels are read where the rows go."""
     import ray
 
-    table = manifest.read_dataset(out, "tiles", storage_options, TILE_COLUMNS, version=version).sort_by("tile_id")
-    return ray.data.from_arrow(table).map(lambda row: load_tile(row, storage_options))
+    return ray.data.from_items(tile_rows(out, split, version, storage_options)).map(
+        lambda row: load_tile(row, storage_options))

@@ -11,6 +11,7 @@ something depends on the row's kind:
     scene                  the scene's name (tile and scene rows)
     tile_id, fingerprint   tile rows: the tile's id and what its outputs are computed from
     pixels_key             cut tile rows: what its pixels alone are computed from (tiles/ PNG name)
+    split                  tile rows: the scene's split (splits.py)
     source_uri             the scene's image (scene and tile rows) or the unusable input (error rows)
     label_source_uri       the scene's label file
     cut                    tile rows: the tile was cut from a larger scene (tiles/ gets its pixels)
@@ -68,7 +69,7 @@ NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node
 def empty_row() -> dict[str, Any]:
     """Every column a row carries, with neutral values."""
     return {
-        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "", "pixels_key": "",
+        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "", "pixels_key": "", "split": "",
         "source_uri": "", "label_source_uri": "", "cut": False,
         "x0": 0, "y0": 0, "width": 0, "height": 0,
         "objects": "[]", "pixels": b"", "masks": b"", "scores": b"", "prompt_boxes": b"",

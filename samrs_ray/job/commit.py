@@ -49,6 +49,10 @@ class Outcome:
         """{tile id: fingerprint} of the tiles in the new version."""
         return {r["tile_id"]: r["fingerprint"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)}
 
+    def splits(self) -> dict[str, str]:
+        """{tile id: split} of the tiles in the new version."""
+        return {r["tile_id"]: r["split"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)}
+
 
 def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
            checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
@@ -58,7 +62,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
     committed since this one started."""
     new_shards = index_new_shards(fs, out, index, outcome, config.write_color)
     wanted = outcome.wanted()
-    shards = select_shards(fs, out, wanted, index, committed, new_shards, config.shard_tiles)
+    shards = select_shards(fs, out, wanted, outcome.splits(), index, committed, new_shards, config.shard_tiles)
     error_shards = write_errors(fs, out, run_id, outcome.errors)
     removed = sorted(committed_tiles(index, committed) - set(wanted))
     processed = [r["tile_id"] for r in outcome.with_status(Status.PROCESSED)]
@@ -97,15 +101,17 @@ def index_new_shards(fs: fsspec.AbstractFileSystem, out: str, index: incremental
     return sorted(written)
 
 
-def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str], index: incremental.ShardIndex,
-                  committed: Optional[RunRecord], new_shards: list[str], shard_tiles: int) -> list[str]:
+def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str], splits: dict[str, str],
+                  index: incremental.ShardIndex, committed: Optional[RunRecord], new_shards: list[str],
+                  shard_tiles: int) -> list[str]:
     """The shards of the new version: whole shards kept, plus new ones holding the rows copied
     out of shards that also hold tiles the version drops."""
-    selection, missing = incremental.select_shards(wanted, index, incremental.shard_order(index, committed, new_shards))
+    order = incremental.shard_order(index, committed, new_shards)
+    selection, missing = incremental.select_shards(wanted, index, order, splits)
     if missing:  # a skipped tile whose shard vanished between planning and now: not in this version
         raise RuntimeError(f"{len(missing)} tiles are in no shard (storage changed during the run?): "
                            f"{sorted(missing)[:5]}; rerun to recompute them")
-    return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles, index))
+    return sorted(selection.keep + incremental.copy_rows(fs, out, selection.copy, shard_tiles, index, splits))
 
 
 def check_present(fs: fsspec.AbstractFileSystem, out: str, shards: list[str], index: incremental.ShardIndex) -> None:

@@ -100,13 +100,15 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     # no model); only those that changed go through the full graph with the new scenes. So a
     # night without changes never loads SAM or asks for a GPU.
     seen = [p for p in pairs if p.image_uri in known]
-    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known), plan_settings)
+    splits = inputs.splits
+    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known, splits),
+                                 plan_settings)
     todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
     gpu_wait = None
     if todo:
         if config.gpus_per_actor:
             gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
-        items = scene_items(group_scenes(todo, image_sizes, parallelism), known)
+        items = scene_items(group_scenes(todo, image_sizes, parallelism), known, splits)
         rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
     clock.lap("work")
 

@@ -64,9 +64,11 @@ def connect(address: Optional[str]) -> bool:
     return True
 
 
-def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]]) -> list[dict[str, Any]]:
-    """One Ray Data item per group of scenes, each scene with the fingerprints already done."""
-    return [{"scenes": [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri,
+def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]],
+                splits: dict[str, str]) -> list[dict[str, Any]]:
+    """One Ray Data item per group of scenes, each scene with its split and the fingerprints
+    already done."""
+    return [{"scenes": [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri, "split": splits[p.name],
                          "known": sorted(known.get(p.image_uri, ()))} for p in group]} for group in groups]
 
 

@@ -97,7 +97,7 @@ def shard_batch(block: pa.Table, settings: WriteSettings) -> pa.Table:
 
 def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> dict[str, Any]:
     return {
-        "tile_id": row["tile_id"], "subset": settings.subset, "source_uri": row["source_uri"],
+        "tile_id": row["tile_id"], "subset": settings.subset, "split": row["split"], "source_uri": row["source_uri"],
         "label_source_uri": row["label_source_uri"], "x0": row["x0"], "y0": row["y0"],
         "width": row["width"], "height": row["height"], **tile_uris(fs, out, row, settings.palette is not None),
         "n_instances": row["n_instances"], "fingerprint": row["fingerprint"],
@@ -122,7 +122,10 @@ def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list
     rows = []
     for scene in group["scenes"]:
         pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
-        rows += plan_scene(pair, settings, frozenset(scene["known"]), cut)
+        scene_rows = plan_scene(pair, settings, frozenset(scene["known"]), cut)
+        for row in scene_rows:
+            row["split"] = scene["split"]
+        rows += scene_rows
         crash_point("plan")
     node = this_node()
     for row in rows:

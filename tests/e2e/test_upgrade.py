@@ -1,5 +1,5 @@
-"""A dataset written in layout v1 (`labels/<tile_id>.png`, `_runs/`, `_run.json` only) is
-upgraded by the next run without recomputing a mask, and stays readable as a version."""
+"""A dataset written in layout v1 (`labels/<tile_id>.png`, `_runs/`, `_run.json` only, no
+splits) is upgraded by the next run without recomputing a mask, and stays readable as a version."""
 
 from __future__ import annotations
 
@@ -22,9 +22,16 @@ def downgrade_to_v1(out: Path) -> None:
     table pointing at them, the record in `_runs/<run_id>.json` and `_run.json`, no log."""
     fs, root = storage.open_fs(str(out))
     record = versions.latest(fs, root)
+    v1_shards = []
     for name in record.shards:
         path = layout.shard_path(root, "tiles", name)
         table = manifest.read_table(fs, path)
+        # v1 named a shard by its (tile_id, fingerprint) pairs alone
+        v1_name = manifest.shard_name(zip(table.column("tile_id").to_pylist(), table.column("fingerprint").to_pylist()))
+        Path(layout.shard_path(root, "instances", name)).rename(layout.shard_path(root, "instances", v1_name))
+        Path(path).unlink()
+        path = layout.shard_path(root, "tiles", v1_name)
+        v1_shards.append(v1_name)
         for column in ("label_uri", "color_uri", "image_uri"):
             renamed = []
             for uri in table.column(column).to_pylist():
@@ -33,8 +40,8 @@ def downgrade_to_v1(out: Path) -> None:
                 old.rename(new)
                 renamed.append("file://" + str(new))
             table = table.set_column(table.schema.get_field_index(column), column, pa.array(renamed))
-        manifest.write_table(fs, path, table)
-    data = record.__dict__ | {}
+        manifest.write_table(fs, path, table.drop_columns(["split"]))  # v1 had no splits
+    data = record.__dict__ | {"shards": v1_shards}
     del data["version"], data["parent"]
     (out / "_runs").mkdir()
     (out / "_runs" / f"{record.run_id}.json").write_text(json.dumps(data))
@@ -55,7 +62,9 @@ def test_a_v1_dataset_is_upgraded_without_recomputing(realsamples: Path, tmp_pat
 
     upgraded = run()
     assert (upgraded.version, upgraded.counts["processed"], upgraded.counts["skipped"]) == (1, 0, 3)
-    assert dataset_rows(str(out), "tiles") == v1_rows  # the same rows, pointing at the v1 files
+    rows = dataset_rows(str(out), "tiles")
+    assert {r.pop("split") for r in rows} == {"trainval"}  # the one thing rewritten: rows gain their split
+    assert rows == [{k: v for k, v in r.items() if k != "split"} for r in v1_rows]  # pointing at the v1 files
     assert v1_files.items() <= file_digests(out).items()  # not a byte of v1 changed
     fs, root = storage.open_fs(str(out))
     assert [(r.run_id, r.version) for r in versions.history(fs, root)][1:] == [(upgraded.run_id, 1)]
