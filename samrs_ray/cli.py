@@ -1,4 +1,4 @@
-"""`samrs-ray`: generate | runs | stats | evaluate | export-coco.
+"""`samrs-ray`: generate | runs | stats | evaluate | export-coco | export.
 
 Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
 1 nothing could be processed; 2 the configuration is wrong (the message says what to change);
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
     gen.add_argument("--split-list", action="append", metavar="SPLIT=FILE", default=[],
                      help="scenes of a split, one name per line (DIOR's ImageSets/Main/val.txt); repeatable")
+    gen.add_argument("--split-file", help="a table of scenes and splits, '<scene> <split>' per line")
     gen.add_argument("--split", help="the split of every scene not in a list (e.g. train for DOTA's train/ folder)")
     gen.add_argument("--split-ratio", type=float,
                      help=f"else a hashed train/val split with this share in train (default: all {DEFAULT_SPLIT})")
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--out", required=True)
     add_storage(runs)
 
-    stats = commands.add_parser("stats", help="statistics and figures of a dataset")
+    stats = commands.add_parser("stats", help="statistics, figures and a browsable gallery (gallery.html) of a dataset")
     stats.add_argument("--out", required=True)
     stats.add_argument("--report", help="report folder (default: <out>/report)")
     stats.add_argument("--address", help="Ray address (default: start a local Ray)")
@@ -151,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     coco.add_argument("--dest", help="where to write (default: <out>/coco.json)")
     coco.add_argument("--version", help=VERSION_HELP)
     add_storage(coco)
+
+    export = commands.add_parser("export", help="write a version in a layout other training code reads")
+    export.add_argument("--out", required=True)
+    export.add_argument("--format", required=True, choices=["samrs", "mmseg", "coco"],
+                        help="samrs: images/ gray/ color/ ins/, train.txt valid.txt; mmseg: img_dir/ ann_dir/ by "
+                             "split; coco: <split>.json")
+    export.add_argument("--dest", required=True, help="where to write (any fsspec URI); reruns update it")
+    export.add_argument("--version", help=VERSION_HELP)
+    add_storage(export)
 
     evaluate = commands.add_parser("evaluate", help="mask IoU against ground-truth instance masks")
     evaluate.add_argument("--out", required=True)
@@ -200,7 +210,7 @@ def make_preset(args: argparse.Namespace) -> Preset:
 # Ray's job supervisor sets this for the entrypoint of `ray job submit`; with it, the working
 # directory is Ray's uploaded copy of the submitter's, which Ray deletes after the job.
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-PATH_OPTIONS = ("images", "labels", "out", "checkpoint", "classes")
+PATH_OPTIONS = ("images", "labels", "out", "checkpoint", "classes", "split_file")
 
 
 def refuse_relative_paths(args: argparse.Namespace) -> None:
@@ -209,8 +219,9 @@ def refuse_relative_paths(args: argparse.Namespace) -> None:
     deleted with the job. Refuse it before any work."""
     if RAY_JOB_ENV not in os.environ:
         return
-    for name in PATH_OPTIONS:
-        value = getattr(args, name, None)
+    given = [(name.replace("_", "-"), getattr(args, name, None)) for name in PATH_OPTIONS]
+    given += [("split-list", item.partition("=")[2]) for item in getattr(args, "split_list", [])]
+    for name, value in given:
         if value and "://" not in value and not os.path.isabs(value):
             raise ConfigError(f"--{name} {value}: a relative path inside a Ray job resolves in Ray's temporary "
                               f"copy of the working directory (deleted after the job); give an absolute path "
@@ -288,15 +299,18 @@ def format_runs(history: Sequence[Any], readable: Sequence[Any]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     from samrs_ray.job import connect
     from samrs_ray import layout
+    from samrs_ray.gallery import write_gallery
     from samrs_ray.stats import write_report
 
     connect(args.address)
     stats = write_report(args.out, args.report, args.storage_options, version=args.version)
+    cards = write_gallery(args.out, args.report, args.storage_options, args.version)
     report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
         print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "
               f"{subset['classes_present']} of {subset['classes']} classes present")
-    print(f"report: {report}/summary.md, stats.json and figures (*.png)")
+    print(f"report: {report}/summary.md, stats.json and figures (*.png); {report}/gallery.html "
+          f"({len(cards)} tiles, {sum(bool(c.flags) for c in cards)} flagged)")
     return 0
 
 
@@ -315,8 +329,17 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from samrs_ray.export import export
+
+    counts = export(args.out, args.dest, args.format, args.version, args.storage_options)
+    splits = ", ".join(f"{name} {n}" for name, n in counts.items() if name not in ("tiles", "written", "removed"))
+    print(f"{args.dest}: {counts['tiles']} tiles ({counts['written']} written, {counts['removed']} removed); {splits}")
+    return 0
+
+
 COMMANDS = {"generate": cmd_generate, "runs": cmd_runs, "stats": cmd_stats, "evaluate": cmd_evaluate,
-            "export-coco": cmd_export_coco}
+            "export-coco": cmd_export_coco, "export": cmd_export}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

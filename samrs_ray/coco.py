@@ -21,6 +21,9 @@ import json
 import posixpath
 from typing import IO, Any, Optional, Union
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from samrs_ray import layout, manifest, storage, versions
 
 INSTANCE_COLUMNS = ["tile_id", "class_id", "mask_rle", "area", "mask_box", "predicted_iou"]
@@ -63,19 +66,24 @@ def annotation(row: dict[str, Any], annotation_id: int, image_id: int) -> dict[s
 
 
 def write_coco(out: str, dest: Optional[str] = None, storage_options: Optional[dict] = None,
-               version: Union[int, str, None] = None) -> tuple[str, str, int, int]:
-    """Write a committed version (None: the latest) to <out>/coco.json (or `dest`); returns
-    (path written, image root, images, annotations)."""
+               version: Union[int, str, None] = None, splits: Optional[list[str]] = None) -> tuple[str, str, int, int]:
+    """Write a committed version (None: the latest) to <out>/coco.json (or `dest`), only the
+    tiles of `splits` if given (rows written before splits count as trainval); returns (path
+    written, image root, images, annotations)."""
     fs, root = storage.open_fs(out, storage_options)
     record = versions.find(fs, root, version)
     dest = dest or layout.coco_json(out)
     dest_fs, dest_path = storage.open_fs(dest, storage_options)
     images = annotations = 0
     tables = [manifest.read_table(fs, layout.shard_path(root, "tiles", name),
-                                  ["tile_id", "image_uri", "width", "height"]) for name in record.shards]
+                                  ["tile_id", "image_uri", "width", "height", "split"]) for name in record.shards]
+    if splits is not None:
+        wanted = pa.array(splits)
+        tables = [t.filter(pc.is_in(pc.fill_null(t.column("split"), "trainval"), value_set=wanted)) for t in tables]
     images_at = image_root([uri for t in tables for uri in t.column("image_uri").to_pylist()]) if tables else ""
     # Written under a temporary name and moved into place, so a reader never sees half a file.
     partial = f"{dest_path}.partial"
+    dest_fs.makedirs(posixpath.dirname(dest_path), exist_ok=True)
     with dest_fs.open(partial, "w") as f:
         f.write('{"info": ' + json.dumps({"description": f"samrs-ray {record.run_id}", "model": record.model["id"],
                                           "image_root": images_at}))
@@ -100,6 +108,7 @@ def write_coco(out: str, dest: Optional[str] = None, storage_options: Optional[d
 
 def write_annotations(f: IO[str], rows: list[dict[str, Any]], image_ids: dict[str, int], written: int) -> int:
     for row in rows:
-        f.write(("," if written else "") + json.dumps(annotation(row, written + 1, image_ids[row["tile_id"]])))
-        written += 1
+        if row["tile_id"] in image_ids:  # else its tile is in another split
+            f.write(("," if written else "") + json.dumps(annotation(row, written + 1, image_ids[row["tile_id"]])))
+            written += 1
     return written

@@ -53,6 +53,7 @@ class JobConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     # splits (splits.py): per-split list files {split: URI}, one split for every scene, a hashed ratio
     split_lists: dict[str, str] = field(default_factory=dict)
+    split_file: Optional[str] = None  # '<scene> <split>' lines
     split: Optional[str] = None
     split_ratio: Optional[float] = None
     # engine

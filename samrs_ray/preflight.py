@@ -64,7 +64,7 @@ def find_inputs(config: JobConfig) -> Inputs:
     if not pairs:
         raise ConfigError(nothing_paired(config, len(image_sizes), len(labels)))
     splits = scene_splits([p.name for p in pairs], config.split, config.split_lists, config.split_ratio,
-                          config.storage_options)
+                          config.storage_options, config.split_file)
     return Inputs(image_sizes, pairs, issues, splits)
 
 

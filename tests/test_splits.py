@@ -22,6 +22,15 @@ def test_lists_first_then_the_split_given_then_the_default(tmp_path: Path) -> No
     assert set(scene_splits(SCENES).values()) == {DEFAULT_SPLIT}
 
 
+def test_a_table_of_scenes_and_splits(tmp_path: Path) -> None:
+    (tmp_path / "splits.txt").write_text("00001 val\n00002 test\n\n00003 val\n")
+    found = scene_splits(SCENES, table=str(tmp_path / "splits.txt"))
+    assert [found[s] for s in SCENES[:4]] == ["val", "test", "val", DEFAULT_SPLIT]
+    (tmp_path / "bad.txt").write_text("00001 val\n00002\n")
+    with pytest.raises(ConfigError, match=r"bad.txt:2: expected '<scene> <split>', found '00002'"):
+        scene_splits(SCENES, table=str(tmp_path / "bad.txt"))
+
+
 def test_a_hashed_split_is_stable_and_near_its_ratio() -> None:
     names = [f"P{i:04d}" for i in range(2000)]
     first = scene_splits(names, ratio=0.8)
