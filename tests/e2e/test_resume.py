@@ -116,7 +116,9 @@ def test_a_killed_worker_is_replaced_without_duplicates(tmp_path: Path, local_ra
     import psutil
 
     data, out, clean = tmp_path / "data", tmp_path / "out", tmp_path / "clean"
-    synthetic_scenes(data, 150)
+    # an encode task lasts a few ms on small tiles: larger ones keep its process busy long enough to be seen
+    scenes, size = (150, 128) if stage == "MaskActor" else (60, 512)
+    synthetic_scenes(data, scenes, size=size)
     make = lambda target: config(data / "images", data / "labelTxt", target,  # noqa: E731
                                  preset_changes={"tile_size": None}, shard_tiles=2, write_color=False)
     killed: list[int] = []
@@ -137,8 +139,8 @@ def test_a_killed_worker_is_replaced_without_duplicates(tmp_path: Path, local_ra
     record = generate(make(out), say=lambda _: None)
     killer.join()
     assert killed, f"no {stage} process was found to kill"
-    assert record.counts["tiles"] == 150 and record.counts["failed"] == 0
+    assert record.counts["tiles"] == scenes and record.counts["failed"] == 0
     generate(make(clean), say=lambda _: None)
     got, want = snapshot(out), snapshot(clean)
     assert got == want
-    assert len({t["tile_id"] for t in got[0]}) == len(got[0]) == 150
+    assert len({t["tile_id"] for t in got[0]}) == len(got[0]) == scenes
