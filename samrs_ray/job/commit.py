@@ -20,8 +20,8 @@ from samrs_ray.annotation import InputIssue
 from samrs_ray.config import JobConfig
 from samrs_ray.faults import crash_point
 from samrs_ray.outputs import tile_uris
-from samrs_ray.versions import RunRecord
 from samrs_ray.rows import NODE_COLUMNS, Kind, Status, error_row
+from samrs_ray.versions import RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from samrs_ray.job.actor import model_checksum
 from samrs_ray.job.commit import Outcome, finish, stage_nodes
 from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
 from samrs_ray.job.stages import stage_settings
-from samrs_ray.versions import RunRecord
 from samrs_ray.plan import group_scenes
 from samrs_ray.progress import Progress
 from samrs_ray.rows import error_row
+from samrs_ray.versions import RunRecord
 
 
 def run_id_now() -> str:
