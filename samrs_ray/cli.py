@@ -255,15 +255,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         refuse_relative_paths(args)
         record = generate(config_from_args(args))
-    except (ConfigError, CheckpointError) as error:
-        print(f"samrs-ray generate: {error}", file=sys.stderr)
-        return 2
-    except ConcurrentRunError as error:
-        print(f"samrs-ray generate: {error}", file=sys.stderr)
-        return 3
-    except RunFailed as error:
-        print(f"samrs-ray generate: {error}", file=sys.stderr)
-        return 4
+    except (ConfigError, CheckpointError, ConcurrentRunError, RunFailed) as error:
+        print(f"samrs-ray generate: {error}", file=sys.stderr)  # the exit codes: this module's docstring
+        return 3 if isinstance(error, ConcurrentRunError) else 4 if isinstance(error, RunFailed) else 2
     if record.counts["scenes_ok"] == 0:
         print(f"samrs-ray generate: no scene could be used; the reasons are in {args.out}/manifest/errors",
               file=sys.stderr)
