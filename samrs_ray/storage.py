@@ -39,19 +39,31 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     Object stores: a single PUT is already atomic, so write directly.
     """
     if is_local(fs):
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        tmp = temp_beside(path, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
             os.replace(tmp, path)
-        except BaseException:  # a full disk, a kill: leave no half-written temp file behind
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
     else:
         fs.pipe_file(path, data)
+
+
+def temp_beside(path: str, data: bytes) -> str:
+    """Write `data` whole to a hidden temp file in `path`'s folder (created if need be); returns
+    its path. A failed write (a full disk) leaves no half-written temp file behind."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -79,11 +91,7 @@ def create_new(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     Other stores get fsspec's create mode, which is a check then a write on stores without a
     conditional write of their own: a narrow window in which two writers can both win."""
     if is_local(fs):
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
+        tmp = temp_beside(path, data)
         try:
             os.link(tmp, path)
             return True
