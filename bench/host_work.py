@@ -90,7 +90,7 @@ def measure(scenes: Path, out: Path) -> tuple[int, int, dict[str, float]]:
     clock = CpuClock()
     rows = []
     for item in graph.scene_items(group_scenes(pairs, sizes, 4), {}, {p.name: "trainval" for p in pairs}):
-        rows += clock.run("plan", stages.plan_group, item, plan_settings, True)
+        rows += clock.run("plan", lambda *args: list(stages.plan_group(*args)), item, plan_settings, True)
     actor = MaskActor(config)
     actor.backend = clock.timed_backend(actor.backend)
     encoded = []

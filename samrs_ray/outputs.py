@@ -1,10 +1,10 @@
 """One tile's masks -> its files (label, colour and tile PNGs) and its manifest rows.
 
-    masks (N, H, W) bool + objects -> label map (H, W) uint8 -> PNG bytes
-                                   -> N instance rows (COCO RLE, area, mask box)
+    packed masks -> N mask crops (box + pixels) + objects -> label map (H, W) uint8 -> PNG bytes
+                                                       -> N instance rows (COCO RLE, area, mask box)
 
-Masks travel between Ray stages bit-packed (masks/backend.pack_masks: 8x smaller than bool arrays).
-Nothing here knows of Ray.
+Masks travel between Ray stages bit-packed (masks/backend.pack_masks: 8x smaller than bool arrays)
+and are only unpacked inside each mask's box (encoding/crops.py). Nothing here knows of Ray.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import fsspec
 import numpy as np
 
 from samrs_ray import layout, storage
-from samrs_ray.masks.backend import unpack_masks
-from samrs_ray.encoding.labelmap import paint_label_map
-from samrs_ray.encoding.png import color_png, image_png, label_png
-from samrs_ray.encoding.rle import describe_mask
+from samrs_ray.encoding.crops import MaskCrop, crops_of_packed
+from samrs_ray.encoding.labelmap import paint_crops
+from samrs_ray.encoding.png import image_png, label_pngs
+from samrs_ray.encoding.rle import describe_crop
 
 
 def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:
@@ -43,14 +43,15 @@ def tile_uris(fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], with
 
 
 def instance_rows(
-    tile: str, objects: Sequence[dict[str, Any]], masks: np.ndarray, scores: np.ndarray,
-    prompt_type: str, prompt_boxes: np.ndarray, source_uri: str,
+    tile: str, objects: Sequence[dict[str, Any]], crops: Sequence[MaskCrop | None], shape: tuple[int, int],
+    scores: np.ndarray, prompt_type: str, prompt_boxes: np.ndarray, source_uri: str,
 ) -> list[dict[str, Any]]:
-    """One INSTANCES row per object, in annotation order (instance_id = paint order)."""
-    height, width = masks.shape[1:]
+    """One INSTANCES row per object, in annotation order (instance_id = paint order); its mask
+    is crops[i] on a tile of `shape` (H, W)."""
+    height, width = shape
     rows = []
-    for i, (obj, mask) in enumerate(zip(objects, masks)):
-        summary = describe_mask(mask)
+    for i, (obj, crop) in enumerate(zip(objects, crops)):
+        summary = describe_crop(crop, height, width)
         rows.append({
             "tile_id": tile,
             "instance_id": i,
@@ -78,9 +79,10 @@ def write_tile_files(
     unless a PNG of the same pixels is there already); each atomically."""
     if rgb is not None and not storage.exists(fs, paths["tiles"]):
         storage.write_atomic(fs, paths["tiles"], image_png(rgb))
-    if palette is not None:
-        storage.write_atomic(fs, paths["color"], color_png(label, palette))
-    storage.write_atomic(fs, paths["labels"], label_png(label))  # last: its presence means "done"
+    grey, colour = label_pngs(label, palette)
+    if colour is not None:
+        storage.write_atomic(fs, paths["color"], colour)
+    storage.write_atomic(fs, paths["labels"], grey)  # last: its presence means "done"
 
 
 def encode_tile(
@@ -91,10 +93,12 @@ def encode_tile(
     (JSON), masks (packed), scores (N float32), prompt_boxes (N*4 float32), pixels (when cut)."""
     objects = json.loads(row["objects"])
     height, width = int(row["height"]), int(row["width"])
-    masks = unpack_masks(row["masks"], len(objects), height, width)
+    crops = crops_of_packed(row["masks"], len(objects), height, width)
     scores = np.frombuffer(row["scores"], dtype=np.float32)
     prompt_boxes = np.frombuffer(row["prompt_boxes"], dtype=np.float32).reshape(-1, 4)
-    label = paint_label_map(masks, np.array([o["class_id"] for o in objects], dtype=np.int64), paint_order)
+    class_ids = np.array([o["class_id"] for o in objects], dtype=np.int64)
+    label = paint_crops(crops, class_ids, (height, width), paint_order)
     rgb = tile_pixels(row["pixels"], height, width) if row["cut"] else None
     write_tile_files(fs, output_paths(out, row), label, palette, rgb)
-    return instance_rows(row["tile_id"], objects, masks, scores, prompt_type, prompt_boxes, row["label_source_uri"])
+    return instance_rows(row["tile_id"], objects, crops, (height, width), scores, prompt_type, prompt_boxes,
+                         row["label_source_uri"])

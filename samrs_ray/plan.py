@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -85,26 +85,38 @@ class PlanSettings:
     storage_options: dict
 
 
-def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], cut: bool = True) -> list[dict[str, Any]]:
+def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], cut: bool = True
+               ) -> Iterator[dict[str, Any]]:
     """All rows of one scene: a 'scene' row, one 'tile' row per window with objects, and an
     'error' row per unusable object. An unreadable scene gives its 'error' row(s) only.
 
     `known`: fingerprints already in the dataset for this scene; their tiles are 'skipped'.
     cut=False plans without decoding pixels ('todo' rows then carry none): to check for changes.
+    Rows come out one at a time and each 'todo' tile's pixels are cut as it goes out, so a big
+    scene needs its decoded pixels and the tiles in flight, not all its tiles at once.
     """
+    scene: Optional[np.ndarray] = None
     try:
-        rows = plan_readable_scene(pair, settings, known, cut)
+        rows, image_bytes = plan_readable_scene(pair, settings, known)
+        if cut and any(r["status"] == Status.TODO for r in rows):
+            scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels, writable=False)
+        del image_bytes  # the encoded scene is not needed once decoded
     except InputError as error:
         rows = [error_row(InputIssue.from_error(error))]
     except OSError as error:  # storage trouble: a file vanished, permission denied, network
         rows = [error_row(InputIssue(pair.image_uri, f"cannot read scene: {type(error).__name__}: {error}"))]
     for row in rows:
         row["scene"] = pair.name
-    return rows
+        if scene is not None and row["status"] == Status.TODO:
+            window = Window(row["x0"], row["y0"], row["width"], row["height"])
+            yield {**row, "pixels": cut_tile(scene, window, settings.preset.pad_value).tobytes()}
+        else:
+            yield row
 
 
-def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], cut_pixels: bool
-                        ) -> list[dict[str, Any]]:
+def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str]
+                        ) -> tuple[list[dict[str, Any]], bytes]:
+    """The scene's rows without pixels, and the image file's bytes."""
     preset = settings.preset
     label_bytes = read_source(pair.label_uri, settings.storage_options)
     image_bytes = read_source(pair.image_uri, settings.storage_options)
@@ -120,7 +132,6 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
     image_sha = hashlib.sha256(image_bytes).hexdigest()
     windows = plan_windows(width, height, preset.tile_size, preset.gap)
     cut = preset.tile_size is not None
-    scene: Optional[np.ndarray] = None  # decoded on the first tile that needs pixels
     rows: list[dict[str, Any]] = []
     in_tiles: set[int] = set()
     empty = 0
@@ -128,7 +139,7 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
         try:
             kept = objects_in_window([a for a, _ in annotations], window, preset.iof_thr)
         except InputError as error:  # a zero-area object: the readers refuse these, but stay total
-            return [error_row(InputIssue.from_error(error, stage=Stage.TILE))]
+            return [error_row(InputIssue.from_error(error, stage=Stage.TILE))], b""
         if not kept:
             empty += 1
             continue
@@ -142,15 +153,7 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
             source_uri=pair.image_uri, label_source_uri=pair.label_uri, cut=cut,
             x0=window.x0, y0=window.y0, width=window.width, height=window.height, objects=objects_json,
         )
-        if row["fingerprint"] in known:
-            row["status"] = Status.SKIPPED
-        elif not cut_pixels:
-            row["status"] = Status.TODO
-        else:
-            if scene is None:
-                scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels)
-            row["status"] = Status.TODO
-            row["pixels"] = cut_tile(scene, window, preset.pad_value).tobytes()
+        row["status"] = Status.SKIPPED if row["fingerprint"] in known else Status.TODO
         rows.append(row)
 
     for index, (annotation, _) in enumerate(annotations):
@@ -164,7 +167,7 @@ def plan_readable_scene(pair: ScenePair, settings: PlanSettings, known: frozense
     summary.update(kind=Kind.SCENE, status=Status.OK, scene=pair.name, source_uri=pair.image_uri,
                    label_source_uri=pair.label_uri, n_objects=len(parsed.annotations) + len(parsed.issues),
                    n_windows=len(windows), n_empty=empty, n_in_tiles=len(in_tiles))
-    return [summary, *rows, *(error_row(issue) for issue in issues)]
+    return [summary, *rows, *(error_row(issue) for issue in issues)], image_bytes
 
 
 # Encoded image bytes one planning task reads: large enough that Ray's per-task cost is small

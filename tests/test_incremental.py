@@ -5,6 +5,7 @@ and one tile's outputs."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def scene(tmp_path: Path, name: str = "S1", size=(1500, 900), boxes=None) -> Sce
 
 
 def test_a_scene_plans_a_summary_and_a_row_per_window_with_objects(tmp_path: Path) -> None:
-    rows = plan_scene(scene(tmp_path), settings(), frozenset())
+    rows = list(plan_scene(scene(tmp_path), settings(), frozenset()))
     summary = [r for r in rows if r["kind"] == Kind.SCENE]
     tiles = [r for r in rows if r["kind"] == Kind.TILE]
     assert len(summary) == 1 and summary[0]["status"] == Status.OK
@@ -52,6 +53,26 @@ def test_a_scene_plans_a_summary_and_a_row_per_window_with_objects(tmp_path: Pat
     original = np.array(Image.open(tmp_path / "images" / "S1.png"))
     assert np.array_equal(pixels[:900, :1024], original[:, 476:1500])  # the window, cut exactly
     assert (pixels[900:] == SOTA.pad_value).all()  # padded below the scene
+
+
+def test_a_big_scene_streams_its_tiles_instead_of_holding_them_all(tmp_path: Path) -> None:
+    """16 tiles of 3 MB from one 3000x3000 scene (27 MB as RGB): planning holds the scene's file,
+    its pixels once, and the tiles not yet taken; never all 16 tiles, nor a second copy of the pixels."""
+    starts = (0, 824, 1648, 1976)  # the 1024/200 windows of 3000 pixels
+    boxes = [("plane", x + 500, y + 500, x + 540, y + 530) for x in starts for y in starts]
+    pair = scene(tmp_path, size=(3000, 3000), boxes=boxes)
+    tracemalloc.start()
+    try:
+        tiles = 0
+        for row in plan_scene(pair, settings(), frozenset()):
+            tiles += row["kind"] == Kind.TILE and len(row["pixels"]) == 1024 * 1024 * 3
+            del row  # taken and gone, as Ray Data does with each block it has sent on
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tiles == 16
+    encoded, pixels, tile = Path(pair.image_uri).stat().st_size, 27e6, 3 * 2**20
+    assert peak < encoded + pixels + 2 * tile, f"planning peaked at {peak / 1e6:.0f} MB"
 
 
 def test_a_known_fingerprint_is_skipped_without_decoding_pixels(tmp_path: Path) -> None:
@@ -77,7 +98,7 @@ def test_fingerprints_change_with_settings_and_objects_not_with_nothing(tmp_path
 def test_an_unreadable_scene_is_one_error_row_naming_it(tmp_path: Path) -> None:
     pair = scene(tmp_path)
     Path(pair.image_uri).write_bytes(b"not a png")
-    rows = plan_scene(pair, settings(), frozenset())
+    rows = list(plan_scene(pair, settings(), frozenset()))
     assert [(r["kind"], r["stage"]) for r in rows] == [(Kind.ERROR, Stage.READ)]
     assert rows[0]["source_uri"] == pair.image_uri and rows[0]["reason"]
 
@@ -85,7 +106,7 @@ def test_an_unreadable_scene_is_one_error_row_naming_it(tmp_path: Path) -> None:
 def test_an_object_in_no_tile_is_reported(tmp_path: Path) -> None:
     # windows at x 0, 824 and 1476; a long thin object across them all: none holds 70% of it
     pair = scene(tmp_path, size=(2500, 900), boxes=[("bridge", 400, 400, 2100, 420)])
-    rows = plan_scene(pair, settings(), frozenset())
+    rows = list(plan_scene(pair, settings(), frozenset()))
     errors = [r for r in rows if r["kind"] == Kind.ERROR]
     assert len(errors) == 1 and errors[0]["stage"] == Stage.TILE and "in no tile" in errors[0]["reason"]
     assert errors[0]["line"] == 1

@@ -161,3 +161,15 @@ def test_pil_bomb_limit_does_not_fire_under_our_cap():
         decode_image(data, "big1bit.png")
     # it got as far as decoding pixels: the file's own truncation is what stops it
     assert str(caught.value).startswith("big1bit.png: cannot decode PNG image")
+
+
+def test_rgb_pngs_decode_to_the_pixels_pillow_reads(realsamples):
+    """RGB(A) PNGs go through libspng (faster, one copy); the pixels are Pillow's, alpha dropped."""
+    for scene in sorted((realsamples / "dota" / "images").glob("*.png")):
+        expected = np.asarray(Image.open(scene).convert("RGB"))
+        for writable in (True, False):
+            assert np.array_equal(decode_image(scene.read_bytes(), scene.name, writable=writable), expected)
+    rgba = np.random.default_rng(0).integers(0, 256, (30, 20, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    assert np.array_equal(decode_image(buffer.getvalue(), "rgba.png"), rgba[..., :3])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 
 from samrs_ray.classes import IGNORE_ID
-from samrs_ray.encoding.rle import crop_bounds
+from samrs_ray.encoding.crops import MaskCrop, crops_of_masks
 
 # 'annotation': paint in annotation order, the later instance wins an overlap (SAMRS's rule).
 # 'area-desc': paint the larger instances first, so a small object on a large one stays visible.
@@ -13,35 +15,37 @@ PAINT_ORDERS = ("annotation", "area-desc")
 
 
 def paint_label_map(masks: np.ndarray, class_ids: np.ndarray, order: str = "annotation") -> np.ndarray:
-    """masks (N, H, W) bool, class_ids (N,) ints in [0, 254] -> label map (H, W) uint8.
+    """masks (N, H, W) bool, class_ids (N,) ints in [0, 254] -> label map (H, W) uint8 (paint_crops)."""
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    return paint_crops(crops_of_masks(masks), class_ids, masks.shape[1:], order)
 
-    Starts at IGNORE_ID (255) and paints each instance's pixels with its class id.
-    'area-desc' sorts stably, so equal areas keep annotation order.
-    Each instance is painted inside its bounding box only: SAM masks cover a small part of a tile,
-    and a full-tile pass per instance was most of the painting time.
+
+def paint_crops(crops: Sequence[Optional[MaskCrop]], class_ids: np.ndarray, shape: tuple[int, int],
+                order: str = "annotation") -> np.ndarray:
+    """N mask crops (None: empty mask), class_ids (N,) ints in [0, 254] -> label map `shape` (H, W) uint8.
+
+    Starts at IGNORE_ID (255) and paints each instance's pixels with its class id, inside its
+    crop only: SAM masks cover a small part of a tile, and a full-tile pass per instance was most
+    of the painting time. 'area-desc' sorts stably, so equal areas keep annotation order.
     """
     if order not in PAINT_ORDERS:
         raise ValueError(f"unknown paint order {order!r}; expected one of {PAINT_ORDERS}")
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
     class_ids = np.asarray(class_ids)
-    if class_ids.shape != (masks.shape[0],):
-        raise ValueError(f"{masks.shape[0]} masks but class_ids has shape {class_ids.shape}")
+    if class_ids.shape != (len(crops),):
+        raise ValueError(f"{len(crops)} masks but class_ids has shape {class_ids.shape}")
     if class_ids.size and (class_ids.min() < 0 or class_ids.max() >= IGNORE_ID):
         raise ValueError(f"class ids must be in [0, {IGNORE_ID - 1}], got {class_ids.min()}..{class_ids.max()}")
-    label = np.full(masks.shape[1:], IGNORE_ID, dtype=np.uint8)
-    masks = masks.astype(bool, copy=False)
-    bounds = [crop_bounds(mask) for mask in masks]
-    sequence = range(len(masks))
+    label = np.full(shape, IGNORE_ID, dtype=np.uint8)
+    sequence: Sequence[int] = range(len(crops))
     if order == "area-desc":
-        areas = np.array([0 if b is None else np.count_nonzero(m[b[1]:b[3], b[0]:b[2]])
-                          for m, b in zip(masks, bounds)], dtype=np.int64)
+        areas = np.array([0 if c is None else np.count_nonzero(c.pixels) for c in crops], dtype=np.int64)
         sequence = np.argsort(-areas, kind="stable")
     for i in sequence:
-        if bounds[i] is None:
-            continue
-        x0, y0, x1, y1 = bounds[i]
-        paint(label[y0:y1, x0:x1], masks[i, y0:y1, x0:x1], class_ids[i])
+        crop = crops[i]
+        if crop is not None:
+            x0, y0, x1, y1 = crop.bounds
+            paint(label[y0:y1, x0:x1], crop.pixels, class_ids[i])
     return label
 
 

@@ -7,8 +7,8 @@ writes each count (from the 4th on, as the difference to the count two before) i
 groups, least significant first, 0x20 = "more groups follow", offset by 48 into ASCII,
 as maskApi.c's rleToString / rleFrString do.
 
-Speed: SAM masks cover a small part of a 1024x1024 tile, so describe_mask reads the full
-mask once (which rows are set) and works on the bounding-box crop from there on; the
+Speed: SAM masks cover a small part of a 1024x1024 tile, so the counts are found in the mask's
+crop (crops.py), with the background between its columns standing in for the rest; the
 string is built with numpy for all counts at once, one 5-bit group per step.
 """
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from samrs_ray.encoding.crops import MaskCrop, crop_of
 
 Box = tuple[float, float, float, float]
 
@@ -29,20 +31,6 @@ class MaskSummary:
     counts: str
     area: int
     box: Optional[Box]
-
-
-def crop_bounds(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
-    """mask (H, W) bool -> (x0, y0, x1, y1) ints of the set pixels, ends exclusive; None if no pixel
-    is set (a zero-size mask included).
-
-    One pass over the full mask (rows), then only the rows y0..y1 for the columns.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    columns = np.flatnonzero(mask[y0:y1].any(axis=0))
-    return int(columns[0]), y0, int(columns[-1]) + 1, y1
 
 
 def crop_transitions(crop: np.ndarray, x0: int, y0: int, height: int) -> np.ndarray:
@@ -80,21 +68,16 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    bounds = crop_bounds(mask)
-    counts = counts_to_string(crop_counts(mask, bounds))
-    if bounds is None:
-        return MaskSummary(counts, 0, None)
-    x0, y0, x1, y1 = bounds
-    return MaskSummary(counts, int(np.count_nonzero(mask[y0:y1, x0:x1])), as_box(bounds))
+    return describe_crop(crop_of(mask), *mask.shape)
 
 
-def crop_counts(mask: np.ndarray, bounds: Optional[tuple[int, int, int, int]]) -> np.ndarray:
-    """COCO counts (int64) of mask (H, W) bool, read inside `bounds` (crop_bounds'; None: empty mask)."""
-    height, width = mask.shape
-    if bounds is None:
-        return np.array([height * width], dtype=np.int64)
-    x0, y0, x1, y1 = bounds
-    return counts_from_transitions(crop_transitions(mask[y0:y1, x0:x1], x0, y0, height), height * width)
+def describe_crop(crop: Optional[MaskCrop], height: int, width: int) -> MaskSummary:
+    """A mask of a (height, width) tile, as its crop (None: empty) -> COCO counts string, area and box."""
+    if crop is None:
+        return MaskSummary(counts_to_string([height * width]), 0, None)
+    transitions = crop_transitions(crop.pixels, crop.x0, crop.y0, height)
+    counts = counts_from_transitions(transitions, height * width)
+    return MaskSummary(counts_to_string(counts), int(np.count_nonzero(crop.pixels)), as_box(crop.bounds))
 
 
 def counts_to_string(counts: Sequence[int] | np.ndarray) -> str:
@@ -183,10 +166,10 @@ def mask_box(mask: np.ndarray) -> Optional[Box]:
     Exclusive ends make x1 - x0 and y1 - y0 equal COCO's bbox w and h (pycocotools' toBbox
     gives [x0, y0, w, h]), and the same box as prompts use for a filled integer box.
     """
-    bounds = crop_bounds(np.asarray(mask, dtype=bool))
-    return None if bounds is None else as_box(bounds)
+    crop = crop_of(np.asarray(mask, dtype=bool))
+    return None if crop is None else as_box(crop.bounds)
 
 
 def as_box(bounds: tuple[int, int, int, int]) -> Box:
-    """crop_bounds' ints -> the float box the manifest keeps."""
+    """MaskCrop.bounds' ints -> the float box the manifest keeps."""
     return tuple(float(v) for v in bounds)

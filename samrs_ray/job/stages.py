@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -117,17 +117,14 @@ def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, Writ
     return plan, write
 
 
-def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> list[dict[str, Any]]:
+def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> Iterator[dict[str, Any]]:
+    """A group's scenes -> their rows, one at a time: Ray Data cuts the stream into blocks as it
+    goes (flat_map consumes it lazily), so a big scene's tiles are never all held at once."""
     below_engine_priority()
-    rows = []
+    node = this_node()
     for scene in group["scenes"]:
         pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
-        scene_rows = plan_scene(pair, settings, frozenset(scene["known"]), cut)
-        for row in scene_rows:
-            row["split"] = scene["split"]
-        rows += scene_rows
+        for row in plan_scene(pair, settings, frozenset(scene["known"]), cut):
+            row.update(split=scene["split"], plan_node=node)
+            yield row
         crash_point("plan")
-    node = this_node()
-    for row in rows:
-        row["plan_node"] = node
-    return rows
