@@ -14,12 +14,13 @@ from typing import Any, Sequence
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 
-from samrs_ray import layout, storage
+from samrs_ray import layout, manifest, storage
 from samrs_ray.encoding.crops import MaskCrop, crops_of_packed
 from samrs_ray.encoding.labelmap import paint_crops
 from samrs_ray.encoding.png import image_png, label_pngs
-from samrs_ray.encoding.rle import describe_crop
+from samrs_ray.encoding.rle import describe_crops
 
 
 def tile_pixels(data: bytes, height: int, width: int) -> np.ndarray:
@@ -42,33 +43,36 @@ def tile_uris(fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], with
             "image_uri": paths["tiles"] if row["cut"] else row["source_uri"]}
 
 
-def instance_rows(
+def instance_table(
     tile: str, objects: Sequence[dict[str, Any]], crops: Sequence[MaskCrop | None], shape: tuple[int, int],
     scores: np.ndarray, prompt_type: str, prompt_boxes: np.ndarray, source_uri: str,
-) -> list[dict[str, Any]]:
-    """One INSTANCES row per object, in annotation order (instance_id = paint order); its mask
-    is crops[i] on a tile of `shape` (H, W)."""
+) -> pa.Table:
+    """The tile's manifest.INSTANCES rows, one per object in annotation order (instance_id = paint
+    order); object i's mask is crops[i] on a tile of `shape` (H, W), scores (N,) and prompt_boxes
+    (N, 4) float32. Built column by column: Arrow converts a list of row dicts ~10x slower."""
     height, width = shape
-    rows = []
-    for i, (obj, crop) in enumerate(zip(objects, crops)):
-        summary = describe_crop(crop, height, width)
-        rows.append({
-            "tile_id": tile,
-            "instance_id": i,
-            "class_id": obj["class_id"],
-            "class_name": obj["class_name"],
-            "difficult": obj["difficult"],
-            "prompt_type": prompt_type,
-            "prompt_box": [float(v) for v in prompt_boxes[i]],
-            "polygon": obj["polygon"],
-            "mask_rle": {"counts": summary.counts, "height": height, "width": width},
-            "area": summary.area,
-            "predicted_iou": float(scores[i]),
-            "mask_box": None if summary.box is None else list(summary.box),
-            "source_uri": source_uri,
-            "source_line": obj["line"],
-        })
-    return rows
+    count = len(objects)
+    summaries = describe_crops(crops, height, width)
+    rle = pa.StructArray.from_arrays(
+        [pa.array([s.counts for s in summaries], pa.string()), pa.array(np.full(count, height, np.int32)),
+         pa.array(np.full(count, width, np.int32))], fields=list(manifest.RLE))
+    columns = {
+        "tile_id": pa.array([tile] * count, pa.string()),
+        "instance_id": pa.array(np.arange(count, dtype=np.int32)),
+        "class_id": pa.array([o["class_id"] for o in objects], pa.int32()),
+        "class_name": pa.array([o["class_name"] for o in objects], pa.string()),
+        "difficult": pa.array([o["difficult"] for o in objects], pa.bool_()),
+        "prompt_type": pa.array([prompt_type] * count, pa.string()),
+        "prompt_box": pa.FixedSizeListArray.from_arrays(pa.array(prompt_boxes.reshape(-1), pa.float32()), 4),
+        "polygon": pa.array([o["polygon"] for o in objects], manifest.INSTANCES.field("polygon").type),
+        "mask_rle": rle,
+        "area": pa.array([s.area for s in summaries], pa.int64()),
+        "predicted_iou": pa.array(scores.astype(np.float32, copy=False)),
+        "mask_box": pa.array([s.box for s in summaries], manifest.INSTANCES.field("mask_box").type),
+        "source_uri": pa.array([source_uri] * count, pa.string()),
+        "source_line": pa.array([o["line"] for o in objects], pa.int32()),
+    }
+    return pa.table(columns, schema=manifest.INSTANCES)
 
 
 def write_tile_files(
@@ -88,8 +92,8 @@ def write_tile_files(
 def encode_tile(
     fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], prompt_type: str,
     paint_order: str, palette: Sequence[tuple[int, int, int]] | None,
-) -> list[dict[str, Any]]:
-    """A 'todo' row after inference -> its instance rows, its PNGs written. The row carries objects
+) -> pa.Table:
+    """A 'todo' row after inference -> its instance rows (manifest.INSTANCES), its PNGs written. The row carries objects
     (JSON), masks (packed), scores (N float32), prompt_boxes (N*4 float32), pixels (when cut)."""
     objects = json.loads(row["objects"])
     height, width = int(row["height"]), int(row["width"])
@@ -100,5 +104,5 @@ def encode_tile(
     label = paint_crops(crops, class_ids, (height, width), paint_order)
     rgb = tile_pixels(row["pixels"], height, width) if row["cut"] else None
     write_tile_files(fs, output_paths(out, row), label, palette, rgb)
-    return instance_rows(row["tile_id"], objects, crops, (height, width), scores, prompt_type, prompt_boxes,
-                         row["label_source_uri"])
+    return instance_table(row["tile_id"], objects, crops, (height, width), scores, prompt_type, prompt_boxes,
+                          row["label_source_uri"])

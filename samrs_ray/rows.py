@@ -33,7 +33,7 @@ The heavy columns are cleared as soon as the stage after them has used them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -131,10 +131,15 @@ def cleared(batch: dict[str, np.ndarray], keys: tuple[str, ...], value: Any) -> 
 INSTANCE_LISTS = pa.list_(pa.struct(list(manifest.INSTANCES)))
 
 
-def with_instances(batch: dict[str, np.ndarray], instances: list[list[dict[str, Any]]]) -> pa.Table:
-    """A numpy batch plus each row's instance rows (manifest.INSTANCES keys; [] for rows with
+def with_instances(batch: dict[str, np.ndarray], instances: list[Optional[pa.Table]]) -> pa.Table:
+    """A numpy batch plus each row's instance rows (a manifest.INSTANCES table; None for rows with
     none) -> the Arrow block that the shard stage reads without parsing anything."""
     columns = {key: pa.array(column.tolist() if column.dtype == object else column) for key, column in batch.items()}
-    columns["instances"] = pa.array(instances, type=INSTANCE_LISTS)
+    counts = [0 if table is None else table.num_rows for table in instances]
+    found = [table for table in instances if table is not None and table.num_rows]
+    rows = pa.concat_tables(found) if found else manifest.INSTANCES.empty_table()
+    values = pa.StructArray.from_arrays([column.combine_chunks() for column in rows.columns],
+                                        fields=list(manifest.INSTANCES))
+    offsets = pa.array(np.concatenate(([0], np.cumsum(counts))).astype(np.int32))
+    columns["instances"] = pa.ListArray.from_arrays(offsets, values, type=INSTANCE_LISTS)
     return pa.table(columns)
-

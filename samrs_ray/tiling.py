@@ -208,6 +208,12 @@ def cut_tile(scene: np.ndarray, window: Window, pad_value: tuple[int, int, int])
     if inside.shape[:2] == (window.height, window.width):
         return inside.copy()
     tile = np.empty((window.height, window.width, 3), dtype=np.uint8)
-    tile[...] = np.asarray(pad_value, dtype=np.uint8)
-    tile[: inside.shape[0], : inside.shape[1]] = inside
+    height, width = inside.shape[:2]
+    tile[:height, :width] = inside
+    # only the padding is filled, from one padded row: broadcasting the 3-value pattern over
+    # every pixel was a third of planning's time
+    pad_row = np.tile(np.asarray(pad_value, dtype=np.uint8), window.width)  # (width * 3,) bytes
+    rows = tile.reshape(window.height, window.width * 3)
+    rows[:height, width * 3:] = pad_row[width * 3:]
+    rows[height:] = pad_row
     return tile

@@ -266,7 +266,7 @@ def test_a_tile_encodes_to_its_pngs_and_instance_rows(tmp_path: Path) -> None:
            "masks": pack_masks(masks), "scores": np.array([0.9, 0.8], np.float32).tobytes(),
            "prompt_boxes": np.array([[1, 1, 5, 4], [3, 2, 7, 5]], np.float32).tobytes(), "pixels": rgb.tobytes(),
            "label_source_uri": "/l/S1.txt", "fingerprint": "f" * 64, "pixels_key": "0" * 64}
-    instances = encode_tile(fs, out, row, "hbox", "annotation", SOTA.palette)
+    instances = encode_tile(fs, out, row, "hbox", "annotation", SOTA.palette).to_pylist()
     paths = output_paths(out, row)
     assert paths["labels"] == str(tmp_path / "out" / "labels" / "S1__8__0___0.ffffffffffffffff.png")
     label = np.array(Image.open(paths["labels"]))

@@ -23,10 +23,19 @@ def instance(tile: str, i: int) -> dict:
 
 def test_blocks_without_instances_stack_with_blocks_that_have_them() -> None:
     # a batch of skipped tiles only has nothing to infer a list type from
-    none = with_instances(batch([Status.SKIPPED.value, Status.SKIPPED.value]), [[], []])
-    some = with_instances(batch([Status.PROCESSED.value]), [[instance("t0", 0), instance("t0", 1)]])
+    none = with_instances(batch([Status.SKIPPED.value, Status.SKIPPED.value]), [None, None])
+    rows = pa.Table.from_pylist([instance("t0", 0), instance("t0", 1)], schema=manifest.INSTANCES)
+    some = with_instances(batch([Status.PROCESSED.value]), [rows])
     assert none.schema == some.schema
     stacked = pa.concat_tables([none, some])
     rows = pa.Table.from_struct_array(pc.list_flatten(stacked["instances"]).combine_chunks()).cast(manifest.INSTANCES)
     assert rows.to_pylist() == [instance("t0", 0), instance("t0", 1)]
     assert stacked["status"].to_pylist() == ["skipped", "skipped", "processed"]
+
+
+def test_each_row_gets_its_own_instances() -> None:
+    tables = [pa.Table.from_pylist([instance("a", 0), instance("a", 1)], schema=manifest.INSTANCES), None,
+              pa.Table.from_pylist([instance("c", 0)], schema=manifest.INSTANCES)]
+    block = with_instances(batch([Status.PROCESSED.value, Status.FAILED.value, Status.PROCESSED.value]), tables)
+    assert [[i["tile_id"] for i in row] for row in block["instances"].to_pylist()] == [["a", "a"], [], ["c"]]
+    assert block["instances"].type == pa.list_(pa.struct(list(manifest.INSTANCES)))

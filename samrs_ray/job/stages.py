@@ -57,7 +57,7 @@ def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> pa.Ta
     """'todo' rows with masks -> PNGs written, rows 'processed' with their instance rows in the
     typed `instances` column (rows.with_instances); heavy columns dropped."""
     below_engine_priority()
-    instances: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
+    instances: list[Optional[pa.Table]] = [None] * len(batch["status"])
     todo = indices(batch, Status.TODO)
     if todo:
         fs, out = storage.open_fs(settings.out, settings.storage_options)
@@ -66,7 +66,7 @@ def encode_batch(batch: dict[str, np.ndarray], settings: WriteSettings) -> pa.Ta
             try:
                 instances[i] = encode_tile(fs, out, row, settings.prompt_type, settings.paint_order, settings.palette)
                 crash_point("encode")
-                row.update(status=Status.PROCESSED, n_instances=len(instances[i]),
+                row.update(status=Status.PROCESSED, n_instances=instances[i].num_rows,
                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            encode_node=this_node())
             except Exception as error:

@@ -13,9 +13,11 @@ and threshold), only batched:
 The fast path (EngineSettings) adds, each measured in bench/RESULTS.md: bf16 autocast, SDPA
 attention in the image encoder (fast_attention.py), torch.compile of the image encoder and
 mask decoder, page-locked host buffers with one device sync per tile (CUDA), and keeping freed
-host memory in the process (host_memory.py).
+host memory in the process (host_memory.py). Opt-in, measured by bench/gpu_steps.py and off by
+default: the fused rel-pos flash-attention kernel (flash_relpos.py), per-block compilation with
+static shapes, CUDA graphs for the mask decoder, one sync per encoder batch, bf16 upsampling.
 
-Over 300 lines on purpose: the engine's settings, the batched encoder and decoder calls and
+Over 400 lines on purpose: the engine's settings, the batched encoder and decoder calls and
 the packing on the device are one path that must stay equal to the official predictor's.
 """
 
@@ -34,7 +36,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samrs_ray.classes import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch, TileMasks
-from samrs_ray.masks.fast_attention import use_sdpa
+from samrs_ray.masks.fast_attention import KERNELS, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.model_types import IMAGE_BATCH, PROMPT_CHUNK_GPU
 
@@ -66,10 +68,22 @@ class EngineSettings:
     pin_memory: bool = True  # CUDA: page-locked host buffers, asynchronous copies, one sync per tile
     reuse_host_memory: bool = True  # glibc: keep freed host memory in the process (see host_memory.py)
     threads: Optional[int] = None  # torch CPU threads for this process; None: leave as it is
+    # The opt-in steps of bench/gpu_steps.py; each default is the engine's behaviour before them.
+    attention: str = "sdpa"  # with sdpa: "sdpa" (bias as attn_mask) | "flash-relpos" (bias fused, Triton, CUDA)
+    sync: str = "tile"  # CUDA: wait for the device once per "tile", or once per encoder "batch" (fuller queue)
+    upsample_dtype: str = "float32"  # dtype of the mask upsampling to tile size ("bfloat16": half the bytes)
+    compile_mode: Optional[str] = None  # with compile: torch.compile mode of the image encoder (None: default)
+    compile_blocks: bool = False  # with compile: compile each ViT block, not the whole encoder (2 compiles, not 32)
+    static_shapes: bool = False  # pad the last encoder batch and every decoder chunk to full size: one shape each
+    decoder_graphs: bool = False  # CUDA: prompt encoder + mask decoder as CUDA graphs (chunks padded to prompt_chunk)
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, not {self.dtype!r}")
+        if self.dtype not in DTYPES or self.upsample_dtype not in DTYPES:
+            raise ValueError(f"dtype, upsample_dtype: one of {tuple(DTYPES)}, not {self.dtype!r}, {self.upsample_dtype!r}")
+        if self.attention not in KERNELS or (self.attention != "sdpa" and not self.sdpa):
+            raise ValueError(f"attention must be one of {KERNELS} (all but 'sdpa' with sdpa=True), not {self.attention!r}")
+        if self.sync not in ("tile", "batch"):
+            raise ValueError(f"sync must be 'tile' or 'batch', not {self.sync!r}")
         if self.image_batch < 1 or self.prompt_chunk < 1:
             raise ValueError(
                 f"image_batch and prompt_chunk must be >= 1 (got {self.image_batch}, {self.prompt_chunk})"
@@ -139,6 +153,9 @@ class SamBackend:
         if self.dtype == torch.bfloat16 and not supports_bfloat16(self.device):
             warnings.warn(f"{self.device} has no native bfloat16; running SAM in float32 (the same masks, faster here)")
             self.dtype = torch.float32
+        self.upsample_dtype = DTYPES[settings.upsample_dtype] if supports_bfloat16(self.device) else torch.float32
+        if settings.decoder_graphs and self.device.type != "cuda":
+            raise ValueError(f"decoder_graphs (CUDA graphs) needs a CUDA device, not {self.device}")
         # The batch sizes that fit: halved (and kept halved) when the device runs out of memory.
         self.image_batch = settings.image_batch
         self.prompt_chunk = settings.prompt_chunk
@@ -147,14 +164,27 @@ class SamBackend:
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
         if settings.sdpa:
-            use_sdpa(self.model.image_encoder)
+            use_sdpa(self.model.image_encoder, settings.attention)
         self.image_encoder = self.model.image_encoder
         self.mask_decoder = self.model.mask_decoder
+        self.decoder = self.decode_prompts
+        # Padded batches and chunks keep one input shape: no recompiles, and the CUDA graphs need it.
+        self.pad_chunks = settings.static_shapes or settings.decoder_graphs
+        dynamic = False if settings.static_shapes else None
         if settings.compile:
             # Compiled wrappers share the model's weights. Static shapes first; a second batch or
             # chunk size recompiles once with a dynamic batch dimension (torch's automatic dynamic).
-            self.image_encoder = torch.compile(self.image_encoder)
-            self.mask_decoder = torch.compile(self.mask_decoder)
+            # compile_blocks: all windowed blocks share one compiled graph (their weights are its inputs),
+            # the global blocks another: ViT-H compiles 2 blocks' worth of code instead of 32.
+            for block in self.model.image_encoder.blocks if settings.compile_blocks else ():
+                block.compile(mode=settings.compile_mode, dynamic=dynamic)
+            if not settings.compile_blocks:
+                self.image_encoder = torch.compile(self.image_encoder, mode=settings.compile_mode, dynamic=dynamic)
+            if not settings.decoder_graphs:
+                self.mask_decoder = torch.compile(self.mask_decoder, dynamic=dynamic)
+        if settings.decoder_graphs:
+            # reduce-overhead: the ~150 small kernels of a decoder call replayed as one CUDA graph
+            self.decoder = torch.compile(self.decode_prompts, mode="reduce-overhead", dynamic=False)
         # Page-locked host memory makes host<->GPU copies asynchronous; it means nothing on a CPU.
         self.pinned = settings.pin_memory and self.device.type == "cuda"
 
@@ -174,8 +204,14 @@ class SamBackend:
                 embeddings = self.retry_smaller("image_batch", lambda: self.encode(tiles))
                 if embeddings is None:
                     continue
-                for tile, embedding, batch in zip(tiles, embeddings, prompts[start : start + count]):
-                    results.append(self.decode_tile(tile, embedding, batch, image_pe))
+                batches = prompts[start : start + count]
+                if self.settings.sync == "batch":
+                    # one wait per encoder batch: the device decodes tile i while Python queues tile i+1
+                    pending = [self.queue_tile(t, e, b, image_pe) for t, e, b in zip(tiles, embeddings, batches)]
+                    self.wait()
+                    results.extend(finish() for finish in pending)
+                else:
+                    results.extend(self.decode_tile(t, e, b, image_pe) for t, e, b in zip(tiles, embeddings, batches))
                 start += len(tiles)
         return results
 
@@ -218,12 +254,26 @@ class SamBackend:
 
     def encode(self, tiles: list[PreparedTile]) -> list[torch.Tensor]:
         """One image-encoder call for all tiles: a (1, 256, 64, 64) embedding per tile."""
-        embeddings = self.image_encoder(torch.cat([tile.pixels for tile in tiles]))
-        return list(embeddings.split(1))
+        pixels = torch.cat([tile.pixels for tile in tiles])  # (B, 3, 1024, 1024)
+        if self.settings.static_shapes and len(tiles) < self.image_batch:
+            # the compiled encoder's one shape: copies of the last tile, their embeddings dropped below
+            pixels = torch.cat([pixels, pixels[-1:].expand(self.image_batch - len(tiles), -1, -1, -1)])
+        embeddings = self.image_encoder(pixels)
+        return list(embeddings.split(1)[: len(tiles)])
 
     def decode_tile(
         self, tile: PreparedTile, embedding: torch.Tensor, batch: PromptBatch, image_pe: torch.Tensor
     ) -> TileMasks:
+        """All prompts of one tile -> its masks, waiting for the device once."""
+        finish = self.queue_tile(tile, embedding, batch, image_pe)
+        self.wait()  # once per tile: the device runs ahead of Python while the chunks are queued
+        return finish()
+
+    def queue_tile(
+        self, tile: PreparedTile, embedding: torch.Tensor, batch: PromptBatch, image_pe: torch.Tensor
+    ) -> Callable[[], TileMasks]:
+        """Queue one tile's device work; returns what builds its TileMasks after self.wait().
+        embedding: the tile's (1, 256, 64, 64) image embedding; image_pe: (1, 256, 64, 64) get_dense_pe()."""
         height, width = tile.original_size
         masks: list[torch.Tensor] = []  # (n, H, W) bool chunks: on the host, or on the device when packing
         scores: list[torch.Tensor] = []
@@ -239,18 +289,16 @@ class SamBackend:
             scores.append(decoded[1])
             start = stop
         if not masks:
-            return TileMasks(masks=np.zeros((0, height, width), bool), scores=np.zeros(0, np.float32))
+            return lambda: TileMasks(masks=np.zeros((0, height, width), bool), scores=np.zeros(0, np.float32))
         if self.settings.pack:
             stacked = torch.cat(masks)  # (N, H, W) bool on the device
             # numpy packs 15x faster than torch on a CPU; on a GPU, packing there copies 8x fewer bytes back
             on_cpu = self.device.type == "cpu"
             bits = np.packbits(stacked.numpy(), axis=None) if on_cpu else self.to_host(pack_bits(stacked))
-            self.wait()
-            return TileMasks(masks=None, scores=np.concatenate([s.numpy() for s in scores]), bits=np.asarray(bits),
-                             shape=tuple(stacked.shape))
-        self.wait()  # once per tile: the device runs ahead of Python while the chunks are queued
-        return TileMasks(masks=np.concatenate([m.numpy() for m in masks]),
-                         scores=np.concatenate([s.numpy() for s in scores]))
+            return lambda: TileMasks(masks=None, scores=np.concatenate([s.numpy() for s in scores]),
+                                     bits=np.asarray(bits), shape=tuple(stacked.shape))
+        return lambda: TileMasks(masks=np.concatenate([m.numpy() for m in masks]),
+                                 scores=np.concatenate([s.numpy() for s in scores]))
 
     def decode_chunk(
         self,
@@ -265,8 +313,8 @@ class SamBackend:
         on the host) and predicted IoU (n,) float32 on the host (on CUDA still being copied: read
         them after self.wait())."""
         logits, iou = self.low_res_logits(batch, tile.original_size, embedding, image_pe, slice(start, stop))
-        # Upsample only the kept mask, in float32, and threshold on the device: a bool copy is 4x smaller.
-        masks = self.model.postprocess_masks(logits.float(), tile.input_size, tile.original_size)
+        # Upsample only the kept mask, in upsample_dtype, and threshold on the device: a bool copy is 4x smaller.
+        masks = self.model.postprocess_masks(logits.to(self.upsample_dtype), tile.input_size, tile.original_size)
         masks = masks[:, 0] > self.model.mask_threshold
         return (masks if self.settings.pack else self.to_host(masks)), self.to_host(iou.float())
 
@@ -283,6 +331,24 @@ class SamBackend:
         embedding: the tile's (1, 256, 64, 64) image embedding; image_pe: get_dense_pe().
         """
         points, boxes, mask_inputs = self.prompt_tensors(batch, original_size, rows)
+        count, size = len(range(len(batch))[rows]), self.prompt_chunk
+        if self.pad_chunks:
+            # One decoder shape: the last prompt repeated up to prompt_chunk, its copies' outputs dropped.
+            # Padding the prompts, not the embeddings, keeps the dense embedding an expanded view.
+            points = None if points is None else (pad_rows(points[0], size), pad_rows(points[1], size))
+            boxes, mask_inputs = pad_rows(boxes, size), pad_rows(mask_inputs, size)
+        if not self.settings.decoder_graphs:
+            logits, iou = self.decoder(points, boxes, mask_inputs, embedding, image_pe)
+            return (logits[:count], iou[:count]) if self.pad_chunks else (logits, iou)
+        torch.compiler.cudagraph_mark_step_begin()
+        logits, iou = self.decoder(points, boxes, mask_inputs, embedding, image_pe)
+        return logits[:count].clone(), iou[:count].clone()  # the graph's outputs are overwritten by its next replay
+
+    def decode_prompts(self, points: Optional[tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
+                       mask_inputs: Optional[torch.Tensor], embedding: torch.Tensor,
+                       image_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on n prompts (prompt_tensors' layout) -> the kept mask's logits
+        (n, 1, 256, 256) and predicted IoU (n,). embedding, image_pe: (1, 256, 64, 64)."""
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
         logits, iou = self.mask_decoder(
             image_embeddings=embedding,
@@ -337,6 +403,13 @@ class SamBackend:
         warnings.warn(f"out of memory on {self.device}: retrying with {setting}={size // 2}")
         setattr(self, setting, size // 2)
         return None
+
+
+def pad_rows(tensor: Optional[torch.Tensor], size: int) -> Optional[torch.Tensor]:
+    """(n, ...) -> (size, ...) with the last row repeated (n <= size); None stays None."""
+    if tensor is None or len(tensor) >= size:
+        return tensor
+    return torch.cat([tensor, tensor[-1:].expand(size - len(tensor), *tensor.shape[1:])])
 
 
 def pack_bits(masks: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pycocotools import mask as coco_mask
 from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.encoding.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.encoding.png import color_png, image_png, label_png, label_pngs
-from samrs_ray.encoding.rle import (MaskSummary, counts_to_string, decode_rle, describe_mask, mask_box,
+from samrs_ray.encoding.rle import (MaskSummary, counts_to_string, counts_to_strings, decode_rle, describe_mask, mask_box,
                                  string_to_counts)
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 
@@ -320,3 +320,11 @@ def test_tile_pngs_of_real_scenes_round_trip_and_are_no_larger_than_pillows(real
         pillows = io.BytesIO()
         Image.fromarray(rgb).save(pillows, format="PNG", compress_level=1)
         assert len(ours) <= len(pillows.getvalue()), scene.name
+
+
+def test_strings_of_several_masks_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(5)
+    masks = [rng.integers(0, 5000, size=n) for n in (1, 0, 2, 3, 7, 40, 1)]
+    masks[3][2] = 2**40  # a count needing many groups next to small ones
+    assert counts_to_strings(masks) == [counts_to_string(c) for c in masks]
+    assert counts_to_strings([]) == []
