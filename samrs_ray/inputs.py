@@ -13,6 +13,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from samrs_ray.annotation import InputError, InputIssue, Stage
+from samrs_ray.storage import version_of
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -29,10 +30,16 @@ class ScenePair:
     label_uri: str
 
 
-def list_sizes(
-    uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None
-) -> dict[str, int]:
-    """{file: size in bytes} of all files under `uri` (recursively) whose suffix is in `suffixes`
+@dataclass(frozen=True)
+class StoredFile:
+    """An input file as its listing shows it: bytes, and the store's version (storage.version_of)."""
+
+    size: int
+    version: str
+
+
+def list_files(uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None) -> dict[str, StoredFile]:
+    """{file: StoredFile} of all files under `uri` (recursively) whose suffix is in `suffixes`
     (case-insensitive), from one listing.
 
     Local paths come back as absolute paths; remote ones as full URIs (`s3://bucket/key`),
@@ -47,10 +54,15 @@ def list_sizes(
     found = fs.find(root, detail=True)
     local = isinstance(fs, LocalFileSystem)
     return {
-        (path if local else fs.unstrip_protocol(path)): int(info.get("size") or 0)
+        (path if local else fs.unstrip_protocol(path)): StoredFile(int(info.get("size") or 0), version_of(info))
         for path, info in found.items()
         if path.lower().endswith(wanted)
     }
+
+
+def list_sizes(uri: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None) -> dict[str, int]:
+    """{file: size in bytes}: list_files without versions."""
+    return {path: file.size for path, file in list_files(uri, suffixes, storage_options).items()}
 
 
 def stem(uri: str) -> str:

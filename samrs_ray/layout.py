@@ -8,6 +8,7 @@
       _versions/<version>.json      the commit log: one record per committed version (1, 2, ...)
       _run.json                     a copy of the latest version's record
       _active/<run_id>.json         runs at work now (a lease each run refreshes)
+      _cache/scenes.parquet         what planning found per scene file version (scene_cache.py)
       report/                       `samrs-ray stats` (default place)
       coco.json                     `samrs-ray export-coco` (default place)
 
@@ -88,6 +89,10 @@ def active_folder(out: str) -> str:
 
 def active_path(out: str, run_id: str) -> str:
     return storage.join(out, "_active", f"{run_id}.json")
+
+
+def scene_cache(out: str) -> str:
+    return storage.join(out, "_cache", "scenes.parquet")
 
 
 def report_folder(out: str) -> str:

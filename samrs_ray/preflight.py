@@ -22,7 +22,7 @@ from samrs_ray.annotation import InputError, InputIssue
 from samrs_ray.classes import PRESETS
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.formats import LABEL_FORMATS
-from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, list_sizes, pair_by_stem
+from samrs_ray.inputs import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
 from samrs_ray.splits import scene_splits
 
 SAM_EXTRA = "pip install 'samrs-ray[sam]'"
@@ -33,10 +33,14 @@ class Inputs:
     """What a run will read: every image with its size, the scenes and their splits, and the
     files left unpaired."""
 
-    image_sizes: dict[str, int]
+    files: dict[str, StoredFile]  # every image and label file listed
     pairs: list[ScenePair]
     pair_issues: list[InputIssue]
     splits: dict[str, str]  # scene name -> split
+
+    @property
+    def image_sizes(self) -> dict[str, int]:
+        return {pair.image_uri: self.files[pair.image_uri].size for pair in self.pairs}
 
 
 def require_sam_extra(config: JobConfig) -> None:
@@ -58,19 +62,19 @@ def installed(module: str) -> bool:
 def find_inputs(config: JobConfig) -> Inputs:
     """List and pair the inputs; ConfigError when nothing could be processed, saying why."""
     fmt = config.preset.label_format
-    image_sizes = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
+    images = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
     labels = list_folder("--labels", config.labels, LABEL_FORMATS[fmt].suffixes, config)
-    pairs, issues = pair_by_stem(sorted(image_sizes), sorted(labels))
+    pairs, issues = pair_by_stem(sorted(images), sorted(labels))
     if not pairs:
-        raise ConfigError(nothing_paired(config, len(image_sizes), len(labels)))
+        raise ConfigError(nothing_paired(config, len(images), len(labels)))
     splits = scene_splits([p.name for p in pairs], config.split, config.split_lists, config.split_ratio,
                           config.storage_options, config.split_file)
-    return Inputs(image_sizes, pairs, issues, splits)
+    return Inputs({**images, **labels}, pairs, issues, splits)
 
 
-def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, int]:
+def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, StoredFile]:
     try:
-        return list_sizes(uri, suffixes, config.storage_options)
+        return list_files(uri, suffixes, config.storage_options)
     except InputError as error:
         raise ConfigError(f"{flag} {uri}: {error.reason}{nearest_name(uri, config)}") from None
     except Exception as error:

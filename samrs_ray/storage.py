@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from datetime import datetime
@@ -21,6 +22,17 @@ def open_fs(uri: str, storage_options: Optional[dict[str, Any]] = None) -> tuple
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+# What object stores say about an object that changes when it is replaced: s3 (ETag,
+# LastModified), gcs (generation, md5Hash, updated), local (mtime), memory (created); size everywhere.
+VERSION_FIELDS = ("size", "ETag", "etag", "LastModified", "generation", "md5Hash", "updated", "mtime", "created")
+
+
+def version_of(info: dict[str, Any]) -> str:
+    """A file's version as the store reports it (an fsspec `info` or `find(detail=True)` entry):
+    one string that changes when the file is replaced, so its bytes need not be read to tell."""
+    return json.dumps({field: str(info[field]) for field in VERSION_FIELDS if field in info}, sort_keys=True)
 
 
 def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:

@@ -46,8 +46,8 @@ def synthetic_scenes(folder: Path, count: int, size: int = 128, objects: int = 3
         write_scene(folder, f"S{i:05d}", (size, size), boxes, seed=i)
 
 
-def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_versions", "_active")) -> dict[str, str]:
-    """sha256 of every file under out, by relative path (the run records left out)."""
+def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_versions", "_active", "_cache")) -> dict[str, str]:
+    """sha256 of every file under out, by relative path (the run records and the scene cache left out)."""
     digests = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()

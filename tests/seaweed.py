@@ -13,6 +13,9 @@ requests with these keys.
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
+import http.server
 import json
 import os
 import secrets
@@ -21,8 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,3 +331,60 @@ def _ensure_bucket(client, bucket: str) -> None:
         ):
             raise
     client.head_bucket(Bucket=bucket)
+
+
+class CountingProxy:
+    """An HTTP proxy on loopback in front of an S3 server that records each request's method and
+    path: to check what a run read, through a real S3 client and server. The client signs its
+    requests for the proxy's address; the Host header is passed on as it came, so they verify."""
+
+    def __init__(self, upstream: S3Server):
+        self.upstream = upstream
+        self.requests: list[tuple[str, str]] = []
+        target = urllib.parse.urlsplit(upstream.endpoint_url)
+        proxy = self
+
+        class Relay(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers botocore's 'Expect: 100-continue' before a PUT's body
+
+            def relay(self) -> None:
+                proxy.requests.append((self.command, urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    answer = connection.getresponse()
+                    data = answer.read()
+                finally:
+                    connection.close()
+                self.send_response(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(name, value)
+                # a HEAD's length is the object's, as the server said; else the body's
+                length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> S3Server:
+        self.thread.start()
+        return dataclasses.replace(self.upstream, endpoint_url=f"http://127.0.0.1:{self.server.server_address[1]}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reads(self, prefix: str) -> list[str]:
+        """Paths of the objects under `prefix` (bucket/key...) that were read (GET)."""
+        return [path for method, path in self.requests if method == "GET" and path.lstrip("/").startswith(prefix)]

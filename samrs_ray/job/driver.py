@@ -12,7 +12,7 @@ import fsspec
 import ray
 
 import samrs_ray
-from samrs_ray import faults, incremental, preflight, storage, versions
+from samrs_ray import faults, incremental, preflight, scene_cache, storage, versions
 from samrs_ray.capacity import wait_for_gpus
 from samrs_ray.config import ConfigError, JobConfig
 from samrs_ray.job.actor import model_checksum
@@ -21,7 +21,7 @@ from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph
 from samrs_ray.job.stages import stage_settings
 from samrs_ray.plan import group_scenes
 from samrs_ray.progress import Progress
-from samrs_ray.rows import error_row
+from samrs_ray.rows import Status, error_row
 from samrs_ray.versions import RunRecord
 
 
@@ -95,14 +95,25 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
 
     plan_settings, write_settings = stage_settings(config, checksum)
     parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-    # Scenes with tiles already done are checked first, cheaply (read, hash, plan; no pixels,
-    # no model); only those that changed go through the full graph with the new scenes. So a
-    # night without changes never loads SAM or asks for a GPU.
-    seen = [p for p in pairs if p.image_uri in known]
     splits = inputs.splits
-    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known, splits),
+
+    # Scenes with tiles already done are checked first: from the scene cache where neither file
+    # changed version (nothing read), else cheaply (read, hash, plan; no pixels, no model). Only
+    # those that changed go through the full graph with the new scenes. So a night without
+    # changes never loads SAM or asks for a GPU, and reads no image.
+    keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files) for p in pairs}
+    cache = scene_cache.read(fs, out)
+    seen = [p for p in pairs if p.image_uri in known]
+    replayed = {p.name: scene_cache.replay(cache[keys[p.name]], known[p.image_uri], splits[p.name])
+                for p in seen if keys[p.name] in cache}
+    unread = [p for p in seen if p.name not in replayed]
+    rows, changed = check_scenes(scene_items(group_scenes(unread, image_sizes, parallelism), known, splits),
                                  plan_settings)
+    changed |= {name for name, scene_rows in replayed.items() if any(r["status"] == Status.TODO for r in scene_rows)}
+    rows += [row for name, scene_rows in replayed.items() if name not in changed for row in scene_rows]
+    if seen:
+        say(f"{len(seen)} scenes seen before: {len(replayed)} with the same file versions (not read), "
+            f"{len(unread)} read to check")
     todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
     gpu_wait = None
     if todo:
@@ -110,6 +121,7 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
             gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
         items = scene_items(group_scenes(todo, image_sizes, parallelism), known, splits)
         rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
+    scene_cache.write(fs, out, rows, keys)
     clock.lap("work")
 
     outcome = Outcome.of(rows, [error_row(i) for i in pair_issues])
@@ -139,7 +151,7 @@ def summary_text(record: RunRecord, clock: Clock) -> str:
     c = record.counts
     lines = [
         f"run {record.run_id} committed ({record.model['id']}) in {clock}",
-        f"  scenes    {c['scenes_ok']} read of {c['scenes']}",
+        f"  scenes    {c['scenes_ok']} usable of {c['scenes']}",
         f"  tiles     {c['tiles']} in dataset: {c['processed']} processed, {c['skipped']} unchanged; "
         f"{c['failed']} failed, {c['removed']} removed, {c['empty_windows']} empty windows",
         f"  instances {c['instances']} (objects read {c['objects']}, in tiles {c['objects_in_tiles']})",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import pickle
 import re
@@ -29,6 +28,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from samrs_ray import storage
 from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS, CheckpointError
 
 TINY_DEPTH = 2
@@ -106,11 +106,6 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-# What object stores say about an object that changes when it is replaced: s3 (ETag,
-# LastModified), gcs (generation, md5Hash, updated), local (mtime), memory (created); size everywhere.
-VERSION_FIELDS = ("size", "ETag", "etag", "LastModified", "generation", "md5Hash", "updated", "mtime", "created")
-
-
 def uri_digest(uri: str) -> str:
     """The start of every cached file name of `uri`, whatever its version."""
     return hashlib.sha256(uri.encode()).hexdigest()[:16] + "-"
@@ -130,7 +125,7 @@ def remote_version(uri: str, storage_options: Optional[dict]) -> str:
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     fs.invalidate_cache(path)  # a listing cached by this process must not hide a replacement
     info = fs.info(path)
-    return json.dumps({field: str(info[field]) for field in VERSION_FIELDS if field in info}, sort_keys=True)
+    return storage.version_of(info)
 
 
 def cached_copies(cache_dir: str, uri: str) -> list[str]:

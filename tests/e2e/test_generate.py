@@ -244,6 +244,28 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     assert format_runs(history, history[-2:]).count("\n*") == 2 + 1  # 2 readable, and the legend
 
 
+def test_a_rerun_reads_only_the_scenes_whose_file_versions_changed(tmp_path: Path, local_ray) -> None:
+    """Unchanged scenes are taken from the scene cache by their files' versions (size, times);
+    one rewritten file is read again, and here refused. (test_job_s3 counts the reads on S3.)"""
+    data, out = tmp_path / "data", tmp_path / "out"
+    synthetic_scenes(data, 4)
+    lines: list[str] = []
+    run = lambda: generate(config(data / "images", data / "labelTxt", out,  # noqa: E731
+                                  preset_changes={"tile_size": None}), say=lines.append)
+    first = run()
+    second = run()
+    assert "4 scenes seen before: 4 with the same file versions (not read), 0 read to check" in lines
+    assert (second.counts["processed"], second.counts["skipped"], second.counts["errors"]) == (0, 4, 0)
+    assert second.counts == {**first.counts, "processed": 0, "skipped": 4}
+
+    image = data / "images" / "S00001.png"
+    image.write_bytes(bytes(image.stat().st_size))  # the same size, not a PNG any more
+    third = run()
+    assert "4 scenes seen before: 3 with the same file versions (not read), 1 read to check" in lines
+    assert (third.counts["skipped"], third.counts["errors"], third.counts["removed"]) == (3, 1, 1)
+    assert [(e["source_uri"], e["stage"]) for e in dataset_rows(str(out), "errors")] == [(str(image), "read")]
+
+
 def test_coco_export_loads_in_pycocotools(box_run, tmp_path: Path) -> None:
     from pycocotools.coco import COCO
 

@@ -25,7 +25,7 @@ from samrs_ray.job import generate
 from tests import REPO
 from tests.datasets import config, dataset_rows, local_path
 from tests.raycluster import wait_for_job_agent
-from tests.seaweed import S3Server, free_ports
+from tests.seaweed import CountingProxy, S3Server, free_ports
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).parent / "ray"
@@ -65,6 +65,25 @@ def test_generate_reads_and_writes_s3(s3: S3Server, realsamples: Path, tmp_path:
 
     again = generate(config(images, labels, out, storage_options=s3.storage_options), say=lambda _: None)
     assert (again.counts["processed"], again.counts["skipped"]) == (0, 3)
+
+
+def test_an_unchanged_rerun_on_s3_reads_no_input(s3: S3Server, realsamples: Path, local_ray) -> None:
+    """Every request of two runs goes through a counting proxy: the first reads each scene's image
+    and label file, an unchanged rerun lists them and reads none (the scene cache, by ETag)."""
+    prefix = f"reads-{uuid.uuid4().hex[:8]}"
+    images, labels = upload_dota(s3, realsamples, prefix)
+    proxy = CountingProxy(s3)
+    with proxy as counted:
+        run = lambda: generate(config(images, labels, counted.uri(f"{prefix}/out"),  # noqa: E731
+                                      storage_options=counted.storage_options), say=lambda _: None)
+        first = run()
+        inputs = f"{s3.bucket}/{prefix}/images/", f"{s3.bucket}/{prefix}/labelTxt/"
+        assert sorted(set(proxy.reads(inputs[0]))) == [f"/{inputs[0]}P0004.png", f"/{inputs[0]}P1888.png"]
+        proxy.requests.clear()
+        again = run()
+    assert (first.counts["processed"], again.counts["processed"], again.counts["skipped"]) == (3, 0, 3)
+    assert proxy.reads(inputs[0]) == [] and proxy.reads(inputs[1]) == []
+    assert again.counts["errors"] == first.counts["errors"] == 5
 
 
 @pytest.fixture()
