@@ -20,6 +20,7 @@ Ray Data's executor), which bench/engine.py's (c) includes.
 from __future__ import annotations
 
 import argparse
+import importlib
 import tempfile
 import time
 from collections import defaultdict
@@ -28,7 +29,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-import ray.data  # noqa: F401  loads pandas, as in the job's workers: its first import is not a stage's cost
 
 from engine import REALSAMPLES, make_scenes
 from samrs_ray.job import graph, stages
@@ -40,6 +40,9 @@ from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes, pair_by_stem
 from samrs_ray.masks.backend import TileMasks
 from samrs_ray.plan import group_scenes
 from samrs_ray.rows import Kind, Status
+
+# Ray Data is loaded (and pandas with it) in the job's workers: a first import is no stage's cost
+importlib.import_module("ray.data")
 
 STAGES = ("plan", "actor, outside predict()", "encode", "shard")
 
