@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -92,10 +92,17 @@ def logits_sample(backend: SamBackend, tile: Tile) -> np.ndarray:
     return torch.cat(parts).float().cpu().numpy()
 
 
-def step_worker(spec: Spec, settings: dict[str, Any], name: str) -> dict[str, Any]:
+def step_worker(spec: Spec, settings: dict[str, Any], name: str,
+                transform: Optional[Callable[[torch.nn.Module], None]] = None, warm_up: bool = True) -> dict[str, Any]:
+    """One step in this process: `repeats` timed runs over all tiles (after a warm-up run unless
+    warm_up is False); masks and first-tile logits saved as masks-<name>.npz, logits-<name>.npy.
+    transform: changes the loaded model in place before the engine is built (bench/gpu_steps.py's
+    int8 quantisation)."""
     device = torch.device(settings["device"])
     tiles = planned_tiles(spec)
     model, _ = load_sam(spec.model_type, spec.checkpoint, spec.workdir, device=settings["device"])
+    if transform is not None:
+        transform(model)
     if settings.get("naive"):
         from segment_anything import SamPredictor
 
@@ -111,7 +118,7 @@ def step_worker(spec: Spec, settings: dict[str, Any], name: str) -> dict[str, An
         run = lambda: backend.predict([t.image for t in tiles], [t.prompts for t in tiles])  # noqa: E731
         sample = lambda: logits_sample(backend, tiles[0])  # noqa: E731
     # Warm-up (and compilation): every batch and chunk size the timed runs meet.
-    _, warm_up = timed(run, device)
+    warm_up_s = timed(run, device)[1] if warm_up else 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = []
@@ -120,7 +127,7 @@ def step_worker(spec: Spec, settings: dict[str, Any], name: str) -> dict[str, An
         seconds.append(elapsed)
     save_masks(Path(spec.workdir) / f"masks-{name}.npz", results)
     np.save(Path(spec.workdir) / f"logits-{name}.npy", sample())
-    return {"seconds": seconds, "warm_up": warm_up, "tiles": len(tiles), "boxes": sum(len(t.prompts) for t in tiles),
+    return {"seconds": seconds, "warm_up": warm_up_s, "tiles": len(tiles), "boxes": sum(len(t.prompts) for t in tiles),
             "dtype_used": dtype, "peak_rss": peak_rss(),
             "cuda_peak": torch.cuda.max_memory_allocated() if device.type == "cuda" else None}
 

@@ -27,7 +27,8 @@ from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 KERNELS = ("sdpa", "flash-relpos")
 
 
-def decomposed_rel_pos(q: torch.Tensor, attention: Attention, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def decomposed_rel_pos(q: torch.Tensor, attention: Attention,
+                       size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The two terms of `add_decomposed_rel_pos`, not summed.
 
     q: (B, heads, H*W, C) queries (unscaled). Returns rel_h (B, heads, H*W, H) and rel_w

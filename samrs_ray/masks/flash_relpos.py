@@ -26,6 +26,7 @@ Triton's interpreter on CPU tensors (numpy; slow, for the tests).
 """
 
 import math
+import os
 from typing import Optional
 
 import torch
@@ -46,7 +47,8 @@ CUDA_CONFIGS = ((64, 4, 2), (64, 4, 3), (128, 4, 3), (128, 8, 3))
 def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> None:
     """q, k, v: (B, heads, L, D) of one dtype; rel_h: (B, heads, L, KH); rel_w: (B, heads, L, KW); L = KH * KW."""
     if not (q.shape == k.shape == v.shape and q.dim() == 4):
-        raise ValueError(f"q, k, v must be (B, heads, L, D) alike, got {tuple(q.shape)} {tuple(k.shape)} {tuple(v.shape)}")
+        raise ValueError(f"q, k, v must be (B, heads, L, D) alike, got {tuple(q.shape)} {tuple(k.shape)} "
+                         f"{tuple(v.shape)}")
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype} {k.dtype} {v.dtype}")
     length = q.shape[2]
@@ -96,12 +98,11 @@ def triton_relpos_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r
     if triton is None:
         raise RuntimeError("Triton is not installed")
     check_shapes(q, k, v, rel_h, rel_w)
-    interpreting = bool(triton.knobs.runtime.interpret)
-    if not (q.is_cuda or interpreting):
+    if not (q.is_cuda or interpreting()):
         raise RuntimeError("the Triton kernel runs on CUDA tensors, or on CPU ones with TRITON_INTERPRET=1 "
                            "set before triton is imported")
     batch, heads, length, dim = q.shape
-    if interpreting:
+    if interpreting():
         kernel, meta = jit_kernel(), {"BLOCK_M": block_m or 16}  # triton.jit gives the interpreted kernel
     elif block_m is None:
         kernel, meta = autotuned_kernel(), {}
@@ -117,6 +118,14 @@ def triton_relpos_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r
 
 
 _KERNELS: dict = {}
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (TRITON_INTERPRET=1 when triton was imported)."""
+    knobs = getattr(triton, "knobs", None)  # Triton >= 3.4; before it, only the environment says
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def jit_kernel():
@@ -156,7 +165,8 @@ if triton is not None:
         offs_d = tl.arange(0, BLOCK_D)
         m_valid = offs_m < length
         d_valid = offs_d < HEAD_DIM  # head dim 80 runs in a 128-wide block
-        q = tl.load(Q + batch * stride_qb + head * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        q_base = Q + batch * stride_qb + head * stride_qh
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                     mask=m_valid[:, None] & d_valid[None, :], other=0.0)
         k_base = K + batch * stride_kb + head * stride_kh
         v_base = V + batch * stride_vb + head * stride_vh
@@ -186,8 +196,10 @@ if triton is not None:
             else:
                 # General grid (14 x 14 windows: 196 keys, rows straddle blocks): gather both tables.
                 both = m_valid[:, None] & n_valid[None, :]
-                bias = tl.load(rh_rows[:, None] + (offs_n // KW)[None, :] * stride_hk, mask=both, other=0.0).to(tl.float32)
-                bias += tl.load(rw_rows[:, None] + (offs_n % KW)[None, :] * stride_wk, mask=both, other=0.0).to(tl.float32)
+                bias = tl.load(rh_rows[:, None] + (offs_n // KW)[None, :] * stride_hk, mask=both, other=0.0)
+                bias = bias.to(tl.float32)
+                bias += tl.load(rw_rows[:, None] + (offs_n % KW)[None, :] * stride_wk, mask=both,
+                                other=0.0).to(tl.float32)
                 s = s * qk_scale + bias * 1.4426950408889634
                 s = tl.where(n_valid[None, :], s, float("-inf"))  # keys past L weigh nothing
             m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block holds at least one real key

@@ -78,10 +78,12 @@ class EngineSettings:
     decoder_graphs: bool = False  # CUDA: prompt encoder + mask decoder as CUDA graphs (chunks padded to prompt_chunk)
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES or self.upsample_dtype not in DTYPES:
-            raise ValueError(f"dtype, upsample_dtype: one of {tuple(DTYPES)}, not {self.dtype!r}, {self.upsample_dtype!r}")
+        for name in ("dtype", "upsample_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} must be one of {tuple(DTYPES)}, not {getattr(self, name)!r}")
         if self.attention not in KERNELS or (self.attention != "sdpa" and not self.sdpa):
-            raise ValueError(f"attention must be one of {KERNELS} (all but 'sdpa' with sdpa=True), not {self.attention!r}")
+            raise ValueError(f"attention must be one of {KERNELS} (all but 'sdpa' with sdpa=True), "
+                             f"not {self.attention!r}")
         if self.sync not in ("tile", "batch"):
             raise ValueError(f"sync must be 'tile' or 'batch', not {self.sync!r}")
         if self.image_batch < 1 or self.prompt_chunk < 1:

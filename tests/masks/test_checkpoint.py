@@ -12,6 +12,7 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
+from samrs_ray.masks import checkpoint
 from samrs_ray.masks.checkpoint import (
     MODEL_TYPES,
     OFFICIAL_CHECKPOINTS,
@@ -43,7 +44,8 @@ def test_round_trip_loads_the_saved_weights_and_records_the_checksum(tiny_checkp
     loaded = model.state_dict()
     assert loaded.keys() == saved.keys()
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)
-    assert not (tmp_path / "cache").exists()  # a local file is used in place, not copied
+    # a local file is used in place, not copied; only its hash is remembered
+    assert [p.relative_to(tmp_path / "cache").parts[0] for p in (tmp_path / "cache").rglob("*")] == ["sha256"] * 2
 
 
 def test_loaded_model_equals_one_built_and_filled_the_usual_way(tiny_checkpoint: Path, tmp_path: Path):
@@ -72,6 +74,41 @@ def test_a_copy_other_than_the_drivers_is_refused(tiny_checkpoint: Path, tmp_pat
     other = "f" * 64
     with pytest.raises(CheckpointError, match=f"tiny.pth: this worker's copy .* has sha256 {sha[:12]}.*ffffffffffff"):
         load_sam("tiny", str(tiny_checkpoint), str(tmp_path), expected_sha=other)
+
+
+def test_a_node_hashes_a_checkpoint_once_per_version(tiny_checkpoint: Path, tmp_path: Path, monkeypatch):
+    """The driver's check hashes the file; the actors' loads on the same node, and the next run,
+    find that hash instead of reading the file again. A file rewritten in place is hashed anew,
+    even when it keeps its size and modification time."""
+    path = tmp_path / "tiny.pth"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    hashed: list[str] = []
+    real = checkpoint.sha256_file
+    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: hashed.append(p) or real(p))
+    cache = str(tmp_path / "cache")
+    sha = check_checkpoint("tiny", str(path), cache)
+    for _ in range(3):
+        assert load_sam("tiny", str(path), cache, expected_sha=sha)[1] == sha
+    assert check_checkpoint("tiny", str(path), cache) == sha
+    assert hashed == [str(path)]
+
+    stat = path.stat()
+    state = torch.load(path, weights_only=True)
+    next(iter(state.values())).view(-1)[0] += 1  # one weight
+    torch.save(state, path)
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CheckpointError, match="the job's driver read"):
+        load_sam("tiny", str(path), cache, expected_sha=sha)
+    assert len(hashed) == 2
+
+
+def test_a_fetched_checkpoint_is_hashed_as_it_arrives(tiny_checkpoint: Path, tmp_path: Path, memory_fs, monkeypatch):
+    with fsspec.open("memory://ckpts/hashed.pth", "wb") as f:
+        f.write(tiny_checkpoint.read_bytes())
+    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: pytest.fail(f"{p} was read again to hash it"))
+    sha = check_checkpoint("tiny", "memory://ckpts/hashed.pth", str(tmp_path))
+    assert sha == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
 
 
 def test_half_precision_checkpoint_is_upcast(tiny_checkpoint: Path, tmp_path: Path):
@@ -195,10 +232,11 @@ def test_remote_checkpoint_is_copied_once_into_the_cache(tiny_checkpoint: Path, 
     path = fetch_checkpoint(uri, str(cache))
     assert Path(path).parent == cache and Path(path).read_bytes() == tiny_checkpoint.read_bytes()
     assert " " not in Path(path).name and Path(path).name.endswith("tiny_sam.pth")
-    assert os.listdir(cache) == [Path(path).name]  # no temporary file left behind
+    # no temporary file left behind; the copy's hash, taken as it arrived, is remembered
+    assert sorted(os.listdir(cache)) == sorted([Path(path).name, "sha256"]) and len(os.listdir(cache / "sha256")) == 1
 
     assert fetch_checkpoint(uri, str(cache)) == path  # the same version: not copied again
-    assert os.listdir(cache) == [Path(path).name]
+    assert sorted(os.listdir(cache)) == sorted([Path(path).name, "sha256"])
 
     memory_fs.rm(uri)  # offline, or the object gone: the cached copy still serves, with a warning
     with pytest.warns(UserWarning, match="using the cached copy"):
@@ -229,7 +267,8 @@ def test_a_checkpoint_replaced_on_s3_is_fetched_again(tiny_checkpoint: Path, tmp
 
     new = fetch_checkpoint(uri, str(cache), s3.storage_options)
     assert Path(new).read_bytes() == second.read_bytes()
-    assert os.listdir(cache) == [Path(new).name]  # the superseded copy is gone
+    assert sorted(os.listdir(cache)) == sorted([Path(new).name, "sha256"])  # the superseded copy is gone
+    assert len(os.listdir(cache / "sha256")) == 1  # and so is its remembered hash
     _, new_sha = load_sam("tiny", uri, str(cache), s3.storage_options)
     assert new_sha == sha256_file(str(second)) != old_sha
 
@@ -261,7 +300,6 @@ def test_a_node_downloads_a_remote_checkpoint_once_while_its_actors_start_togeth
     import threading
     import time
 
-    from samrs_ray.masks import checkpoint
 
     active, most, downloads = [0], [0], []
     real = checkpoint.fetch_unlocked
@@ -288,4 +326,4 @@ def test_a_node_downloads_a_remote_checkpoint_once_while_its_actors_start_togeth
     for t in threads:
         t.join()
     assert most[0] == 1 and len(set(paths)) == 1 and len(paths) == 3
-    assert os.listdir(tmp_path) == [Path(paths[0]).name]
+    assert sorted(os.listdir(tmp_path)) == sorted([Path(paths[0]).name, "sha256"])
