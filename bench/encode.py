@@ -18,8 +18,9 @@ Steps, seconds per tile (best of --repeats):
 
 "before" is the code as it was (kept below, small): full-tile column-major ravel and run
 lengths, the pure-Python counts loop, full-tile area/box/paint passes, an extra bool copy in
-unpack, zlib level 6 for every PNG. Every "after" result is checked equal to "before" (PNG
-pixels; bytes too where the level is the same). Last, the tile PNG's time and size per zlib level.
+unpack, Pillow at zlib level 6 for every PNG. Every "after" result is checked equal to "before" (PNG
+pixels; bytes too where the level is the same). Last, the tile PNG's time and size per zlib level
+with Pillow, and with png.py's own writer.
 
     cd /work/main && PYTHONPATH=. .venv/bin/python bench/encode.py
 """
@@ -220,7 +221,7 @@ def compare(name: str, masks: np.ndarray, class_ids: np.ndarray, rgb: np.ndarray
 
 
 def png_levels(rgb: np.ndarray, repeats: int) -> None:
-    print("\ntile PNG (RGB 1024x1024) by zlib level:")
+    print("\ntile PNG (RGB 1024x1024) with Pillow, by zlib level, and with png.py's writer:")
     results = {}
     for level in (1, 2, 3, 4, 6, 9):
         def encode() -> bytes:
@@ -233,7 +234,10 @@ def png_levels(rgb: np.ndarray, repeats: int) -> None:
     for level, (seconds, size) in results.items():
         print(f"  level {level}: {seconds:.4f} s  {size:>9,} bytes  {base_seconds / seconds:4.1f}x faster,"
               f" {size / base_size - 1:+6.1%} size vs level 6")
-    print(f"  in use for tiles: level {png.TILE_COMPRESS_LEVEL}")
+    seconds, data = best(lambda: png.image_png(rgb), repeats)
+    pillow_1 = results[1]
+    print(f"  png.image_png (up filter, libdeflate level {png.TILE_LEVEL}): {seconds:.4f} s  {len(data):>9,} bytes  "
+          f"{pillow_1[0] / seconds:4.1f}x faster, {len(data) / pillow_1[1] - 1:+6.1%} size vs Pillow level 1")
 
 
 def main() -> None:

@@ -5,10 +5,13 @@ each preceded by its filter type. We write that container here (the PNG specific
 15948, sections 5 and 9) instead of going through Pillow, for two reasons measured in
 bench/RESULTS.md ("Host work"):
 
-- Speed with no larger files: every scanline uses filter 2 ("up": the byte minus the one above),
-  computed for the whole image at once in numpy, and the stream is compressed by libdeflate (the
-  `deflate` package). For the RGB tile at level 2 that is about twice as fast as Pillow at zlib
-  level 1 with its per-row filter search, and the files come out a few percent smaller.
+- Speed with no larger files: one filter for every scanline, computed for the whole image at
+  once in numpy, and the stream compressed by libdeflate (the `deflate` package). Tile pixels
+  use filter 2 ("up": the byte minus the one above): at level 2, about twice as fast as Pillow
+  at zlib level 1 with its per-row filter search, and a few percent smaller. Label maps are
+  compressed with filter 0 (none) and with "up", and the smaller stream is kept: "up" suits
+  smooth masks (a trained SAM's), "none" speckled ones (random weights), where "up" is 2.6x
+  larger; both at level 6 still take a third of Pillow's time.
 - One stream for two files: the grey label PNG and the palette colour PNG hold the same 8-bit
   indices, so their IDAT is the same bytes; only the header's colour type and the palette differ.
 
@@ -30,9 +33,9 @@ from samrs_ray.classes import IGNORE_ID
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GREY, RGB, PALETTE = 0, 2, 3  # PNG colour types
-UP = 2  # PNG filter type: each byte minus the byte above it (the row above the first is zeros)
+NONE, UP = 0, 2  # PNG filter types: the bytes as they are; each byte minus the one above (zeros above row 0)
 
-LABEL_LEVEL = 6  # label maps are flat regions: a higher level costs little and halves them
+LABEL_LEVEL = 6  # label maps are flat regions: a higher level costs little
 TILE_LEVEL = 2  # tile pixels: most of the encode stage's time; level 2 already beats Pillow's level 1
 
 
@@ -41,13 +44,19 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def compressed_scanlines(pixels: np.ndarray, level: int) -> bytes:
-    """pixels (H, W) or (H, W, 3) uint8 -> the zlib stream of their up-filtered scanlines (IDAT's data)."""
+def compressed_scanlines(pixels: np.ndarray, level: int, filter_type: int) -> bytes:
+    """pixels (H, W) or (H, W, 3) uint8 -> the zlib stream of their scanlines, each filtered with
+    `filter_type` (NONE or UP): IDAT's data."""
     rows = pixels.reshape(pixels.shape[0], -1)
     filtered = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
-    filtered[:, 0] = UP
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG's does
+    filtered[:, 0] = filter_type
+    if filter_type == UP:
+        filtered[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG's does
+    elif filter_type == NONE:
+        filtered[:, 1:] = rows
+    else:
+        raise ValueError(f"filter type {filter_type} is not written here (NONE or UP)")
     return deflate.zlib_compress(filtered.tobytes(), level)
 
 
@@ -78,7 +87,7 @@ def label_pngs(label: np.ndarray, palette: Sequence[tuple[int, int, int]] | None
     """label (H, W) uint8 class ids -> (grey 'L' PNG, palette 'P' PNG or None without a palette),
     compressed once for both."""
     check_label(label)
-    idat = compressed_scanlines(label, LABEL_LEVEL)
+    idat = min((compressed_scanlines(label, LABEL_LEVEL, f) for f in (UP, NONE)), key=len)
     grey = png_file(*label.shape, GREY, idat)
     return grey, None if palette is None else png_file(*label.shape, PALETTE, idat, palette_bytes(palette))
 
@@ -97,4 +106,4 @@ def image_png(rgb: np.ndarray) -> bytes:
     """rgb (H, W, 3) uint8 -> RGB PNG."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    return png_file(rgb.shape[0], rgb.shape[1], RGB, compressed_scanlines(rgb, TILE_LEVEL))
+    return png_file(rgb.shape[0], rgb.shape[1], RGB, compressed_scanlines(rgb, TILE_LEVEL, UP))
