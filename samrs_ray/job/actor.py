@@ -30,6 +30,13 @@ def model_checksum(config: JobConfig) -> str:
     is processed ('' for the box backend and for tiny SAM with random weights)."""
     if config.model == "box":
         return ""
+    from samrs_ray.masks.checkpoint_files import checkpoint_source, checked_sha256
+
+    # A file this node already checked (the same version) needs neither torch nor reading again.
+    source = checkpoint_source(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)
+    checked = None if source is None else checked_sha256(source[1], config.node_cache_dir(), config.model_type)
+    if checked is not None:
+        return checked
     from samrs_ray.masks.checkpoint import check_checkpoint
 
     return check_checkpoint(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)

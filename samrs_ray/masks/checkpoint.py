@@ -1,35 +1,24 @@
-"""SAM checkpoints: fetch from any fsspec URI into a local cache, check, and load safely.
+"""SAM checkpoints: check and load safely (fetching and hashing the files: checkpoint_files.py).
 
 A checkpoint is a plain state dict of tensors (the official release files are). It is read
 with `torch.load(..., weights_only=True)`, so a file that carries code is refused, never run.
 Every problem (cannot fetch, corrupt, wrong model type) is a `CheckpointError` that names the
 URI, raised when the model is loaded, i.e. before any tile is processed.
-
-Over 300 lines on purpose: fetching, checking and loading share the cache's naming and the
-error messages, and a change to one (a new store's version fields) must be read with the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import os
 import pickle
-import re
-import tempfile
-import warnings
 import zipfile
 from functools import partial
 from typing import Optional
 
-import fsspec
 import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from samrs_ray import storage
-from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS, CheckpointError
+from samrs_ray.masks.checkpoint_files import checkpoint_source, file_sha256, remember
+from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
 
 TINY_DEPTH = 2
 TINY_EMBED_DIM = 64
@@ -100,150 +89,6 @@ def build_sam(model_type: str) -> Sam:
             torch.manual_seed(TINY_SEED)
             return build_tiny_sam()
     return sam_model_registry[model_type](checkpoint=None)
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def uri_digest(uri: str) -> str:
-    """The start of every cached file name of `uri`, whatever its version."""
-    return hashlib.sha256(uri.encode()).hexdigest()[:16] + "-"
-
-
-def cache_name(uri: str, version: str = "") -> str:
-    """A safe file name for one version of a remote URI: short hashes of the URI and of the
-    version, plus the URI's sanitised basename."""
-    stamp = hashlib.sha256(version.encode()).hexdigest()[:12]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1]).lstrip(".") or "checkpoint"
-    return f"{uri_digest(uri)}{stamp}-{base[:100]}"
-
-
-def remote_version(uri: str, storage_options: Optional[dict]) -> str:
-    """What the store says about the object at `uri` now (size, ETag, modification time, ...), as
-    one string that changes when the object is replaced. Raises when the store cannot be asked."""
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    fs.invalidate_cache(path)  # a listing cached by this process must not hide a replacement
-    info = fs.info(path)
-    return storage.version_of(info)
-
-
-def cached_copies(cache_dir: str, uri: str) -> list[str]:
-    """Paths of the cached copies of `uri` (any version), newest first."""
-    prefix, found = uri_digest(uri), []
-    for name in os.listdir(cache_dir):
-        if name.startswith(prefix):
-            path = os.path.join(cache_dir, name)
-            with contextlib.suppress(FileNotFoundError):  # another process removed it just now
-                found.append((os.path.getmtime(path), path))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def fetch_checkpoint(uri: str, cache_dir: str, storage_options: Optional[dict] = None) -> str:
-    """Local path of the checkpoint at `uri`.
-
-    Local paths (or file://) are used in place. Anything else fsspec reads (s3://, gs://,
-    https://, memory://) is copied into `cache_dir`, one file per version of the object: the
-    store is asked for the object's size, ETag and modification time each time, so a
-    checkpoint replaced at the same URI is fetched again (and its older copies removed). When
-    the store cannot be asked (offline, or the object is gone), the newest cached copy is used,
-    with a warning. The copy is written under a temporary name and renamed when complete, so an
-    interrupted download never leaves a file that looks like a finished checkpoint.
-    """
-    if is_local(uri):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{uri}: checkpoint file not found")
-        return path
-    os.makedirs(cache_dir, exist_ok=True)
-    # One download per node: the mask actors of a node start together, and all but the first wait
-    # here, then find the finished copy. The lock is on the cache folder itself, so it leaves no file.
-    lock = os.open(cache_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return fetch_unlocked(uri, cache_dir, storage_options)
-    finally:
-        os.close(lock)  # closing releases the lock
-
-
-def fetch_unlocked(uri: str, cache_dir: str, storage_options: Optional[dict]) -> str:
-    try:
-        version = remote_version(uri, storage_options)
-    except Exception as error:
-        copies = cached_copies(cache_dir, uri)
-        if not copies:
-            raise CheckpointError(f"{uri}: cannot fetch checkpoint: {type(error).__name__}: {error}") from error
-        warnings.warn(f"{uri}: cannot ask the store for the checkpoint's version ({type(error).__name__}: {error}); "
-                      f"using the cached copy {copies[0]}")
-        return copies[0]
-    target = os.path.join(cache_dir, cache_name(uri, version))
-    if os.path.isfile(target):
-        return target
-    fd, partial_path = tempfile.mkstemp(dir=cache_dir, prefix=".partial-", suffix=".pth")
-    digest = hashlib.sha256()  # hashed as it arrives: the copy is never read again to check it
-    try:
-        with os.fdopen(fd, "wb") as out, fsspec.open(uri, "rb", **(storage_options or {})) as src:
-            while chunk := src.read(16 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-        os.replace(partial_path, target)
-    except Exception as error:
-        os.unlink(partial_path)
-        raise CheckpointError(f"{uri}: cannot fetch checkpoint: {type(error).__name__}: {error}") from error
-    remember_sha256(target, cache_dir, digest.hexdigest())
-    memos = os.path.join(cache_dir, "sha256")
-    for old in cached_copies(cache_dir, uri):
-        if old != target:
-            with contextlib.suppress(OSError):  # another process may have removed it first
-                os.unlink(old)
-                for memo in os.listdir(memos):  # the superseded copy's remembered hashes
-                    if memo.startswith(uri_digest(os.path.abspath(old))):
-                        os.unlink(os.path.join(memos, memo))
-    return target
-
-
-def file_sha256(path: str, cache_dir: str) -> str:
-    """sha256 of a local file, remembered in `cache_dir` by the file's version (size, inode,
-    modification and change times), so that a node hashes a checkpoint once per version: the
-    driver checks it, each mask actor on the node then finds its hash instead of reading the
-    file again (1.6 s for ViT-H's 2.5 GB), and so does the next night's run."""
-    memo = sha256_memo(path, cache_dir)
-    with contextlib.suppress(OSError):
-        with open(memo) as f:
-            remembered = f.read().strip()
-        if re.fullmatch(r"[0-9a-f]{64}", remembered):
-            return remembered
-    sha = sha256_file(path)
-    remember_sha256(path, cache_dir, sha)
-    return sha
-
-
-def sha256_memo(path: str, cache_dir: str) -> str:
-    """Where the hash of this version of `path` is remembered. The change time (ctime) is set by
-    the kernel on every write, so a file edited in place and given back its mtime still differs."""
-    stat = os.stat(path)
-    version = f"{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
-    return os.path.join(cache_dir, "sha256", cache_name(os.path.abspath(path), version))
-
-
-def remember_sha256(path: str, cache_dir: str, sha: str) -> None:
-    """Keep `sha` as the hash of this version of `path`; where the cache cannot be written, the
-    file is simply hashed again next time."""
-    memo = sha256_memo(path, cache_dir)
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(memo), exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=os.path.dirname(memo), prefix=".partial-")
-        with os.fdopen(fd, "w") as f:
-            f.write(sha)
-        os.replace(partial, memo)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str, uri: str) -> dict[str, torch.Tensor]:
@@ -327,7 +172,9 @@ def check_checkpoint(
         return ""
     uri, path = source
     sam_from_file(model_type, path, uri)
-    return file_sha256(path, cache_dir)
+    sha = file_sha256(path, cache_dir)
+    remember(path, cache_dir, sha256=sha, checked=model_type)
+    return sha
 
 
 def sam_from_file(model_type: str, path: str, uri: str) -> Sam:
@@ -347,19 +194,6 @@ def sam_from_file(model_type: str, path: str, uri: str) -> Sam:
     if left:  # a segment-anything version with other non-persistent buffers
         raise RuntimeError(f"SAM tensors that no checkpoint holds and sam_from_file does not set: {left}")
     return model.float()  # a half-precision file is upcast, as loading into a built model would
-
-
-def checkpoint_source(
-    model_type: str, checkpoint: Optional[str], cache_dir: str, storage_options: Optional[dict]
-) -> Optional[tuple[str, str]]:
-    """(URI, local path) of the weights for `model_type`, fetched into the cache when remote; None
-    for tiny SAM without a checkpoint (random weights)."""
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {MODEL_TYPES}")
-    if checkpoint is None and model_type == "tiny":
-        return None
-    uri = checkpoint if checkpoint is not None else OFFICIAL_CHECKPOINTS[model_type]
-    return uri, fetch_checkpoint(uri, cache_dir, storage_options)
 
 
 def fit_state_dict(model: Sam, state: dict[str, torch.Tensor], model_type: str, uri: str) -> None:

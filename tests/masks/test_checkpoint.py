@@ -1,8 +1,12 @@
-"""Checkpoint fetching and loading: round trip, checksum, remote cache, and every refusal."""
+"""Checkpoint fetching and loading (masks/checkpoint.py and masks/checkpoint_files.py): round
+trip, checksum, remote cache, hashes remembered per version, and every refusal."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import os
 import pickle
 from pathlib import Path
@@ -12,18 +16,16 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from samrs_ray.masks import checkpoint
+from samrs_ray.masks import checkpoint_files
+from samrs_ray.masks.checkpoint_files import cache_name, fetch_checkpoint, sha256_file
+from samrs_ray.masks.model_types import OFFICIAL_CHECKPOINTS
 from samrs_ray.masks.checkpoint import (
     MODEL_TYPES,
-    OFFICIAL_CHECKPOINTS,
     CheckpointError,
     build_tiny_sam,
     check_checkpoint,
-    cache_name,
-    fetch_checkpoint,
     guess_model_type,
     load_sam,
-    sha256_file,
 )
 
 
@@ -83,8 +85,8 @@ def test_a_node_hashes_a_checkpoint_once_per_version(tiny_checkpoint: Path, tmp_
     path = tmp_path / "tiny.pth"
     path.write_bytes(tiny_checkpoint.read_bytes())
     hashed: list[str] = []
-    real = checkpoint.sha256_file
-    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: hashed.append(p) or real(p))
+    real = checkpoint_files.sha256_file
+    monkeypatch.setattr(checkpoint_files, "sha256_file", lambda p: hashed.append(p) or real(p))
     cache = str(tmp_path / "cache")
     sha = check_checkpoint("tiny", str(path), cache)
     for _ in range(3):
@@ -106,7 +108,7 @@ def test_a_node_hashes_a_checkpoint_once_per_version(tiny_checkpoint: Path, tmp_
 def test_a_fetched_checkpoint_is_hashed_as_it_arrives(tiny_checkpoint: Path, tmp_path: Path, memory_fs, monkeypatch):
     with fsspec.open("memory://ckpts/hashed.pth", "wb") as f:
         f.write(tiny_checkpoint.read_bytes())
-    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: pytest.fail(f"{p} was read again to hash it"))
+    monkeypatch.setattr(checkpoint_files, "sha256_file", lambda p: pytest.fail(f"{p} was read again to hash it"))
     sha = check_checkpoint("tiny", "memory://ckpts/hashed.pth", str(tmp_path))
     assert sha == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
 
@@ -302,7 +304,7 @@ def test_a_node_downloads_a_remote_checkpoint_once_while_its_actors_start_togeth
 
 
     active, most, downloads = [0], [0], []
-    real = checkpoint.fetch_unlocked
+    real = checkpoint_files.fetch_unlocked
 
     def counted(uri, cache_dir, storage_options):
         active[0] += 1
@@ -315,15 +317,33 @@ def test_a_node_downloads_a_remote_checkpoint_once_while_its_actors_start_togeth
         finally:
             active[0] -= 1
 
-    monkeypatch.setattr(checkpoint, "fetch_unlocked", counted)
+    monkeypatch.setattr(checkpoint_files, "fetch_unlocked", counted)
     with fsspec.open("memory://models/lock-test.pth", "wb") as f:
         f.write(b"weights")
     paths = []
     threads = [threading.Thread(target=lambda: paths.append(
-        checkpoint.fetch_checkpoint("memory://models/lock-test.pth", str(tmp_path)))) for _ in range(3)]
+        checkpoint_files.fetch_checkpoint("memory://models/lock-test.pth", str(tmp_path)))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert most[0] == 1 and len(set(paths)) == 1 and len(paths) == 3
     assert sorted(os.listdir(tmp_path)) == sorted([Path(paths[0]).name, "sha256"])
+
+
+def test_a_checkpoint_this_node_checked_is_not_checked_again_nor_torch_imported(tiny_checkpoint: Path, tmp_path: Path):
+    """The driver's start-up on a warm node (a nightly run with the same checkpoint): its hash and
+    its check as SAM of that type are remembered, so the driver imports no torch (~4 s)."""
+    cache = tmp_path / "cache"
+    script = (
+        "import sys, json\n"
+        "from samrs_ray.classes import PRESETS\nfrom samrs_ray.config import JobConfig\n"
+        "from samrs_ray.job.actor import model_checksum\n"
+        f"config = JobConfig(preset=PRESETS['sota'], images='i', labels='l', out='o', model='sam', model_type='tiny',"
+        f" checkpoint={str(tiny_checkpoint)!r}, cache_dir={str(cache)!r})\n"
+        "print(json.dumps([model_checksum(config), 'torch' in sys.modules]))\n")
+    run = lambda: json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,  # noqa: E731
+                                            check=True).stdout.splitlines()[-1])
+    expected = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert run() == [expected, True]  # the first time: checked with torch
+    assert run() == [expected, False]  # then: remembered
