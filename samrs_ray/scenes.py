@@ -88,8 +88,8 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS,
                     return pyspng.load(data, format="RGB")
                 except RuntimeError as err:
                     detail = str(err).removeprefix("pyspng: ")
-                    raise InputError(source, f"cannot decode PNG image: truncated or corrupt data (libspng: {detail})"
-                                     ) from None
+                    problem = "image file is truncated" if "end of stream" in detail else "corrupt data"
+                    raise InputError(source, f"cannot decode PNG image: {problem} (libspng: {detail})") from None
             image.load()
             return to_rgb(image, writable)
         except InputError:
