@@ -56,8 +56,8 @@ def private_bytes(pid: int) -> int:
     return int(found.group(1)) * 1024 if found else 0
 
 
-def job_memory() -> int:
-    """Private memory of this process and every Ray process, plus the object store's use (bytes)."""
+def job_memory() -> tuple[int, int]:
+    """(private memory of this process and every Ray process, the object store's use), bytes."""
     total = private_bytes(os.getpid())
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -68,7 +68,7 @@ def job_memory() -> int:
             if title.startswith(b"ray::") or b"raylet" in title or b"gcs_server" in title:
                 total += private_bytes(int(entry.name))
     plasma = re.search(r"Plasma memory usage (\d+) MiB", internal_api.memory_summary(stats_only=True))
-    return total + (int(plasma.group(1)) << 20 if plasma else 0)
+    return total, (int(plasma.group(1)) << 20 if plasma else 0)
 
 
 def main() -> None:
@@ -85,12 +85,12 @@ def main() -> None:
               f"with {args.objects} objects in {time.perf_counter() - t0:.0f} s")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     time.sleep(5)  # the cluster settles: its idle memory is the baseline
-    idle = job_memory()
-    peak, stop = [idle], threading.Event()
+    idle = sum(job_memory())
+    samples, stop = [job_memory()], threading.Event()
 
     def sample() -> None:
         while not stop.wait(1.0):
-            peak.append(job_memory())
+            samples.append(job_memory())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -103,10 +103,12 @@ def main() -> None:
     sampler.join()
     ray.shutdown()
     pixels = args.size * args.size * 3
-    above = max(peak) - idle
+    above = max(sum(s) for s in samples) - idle
     print(f"{record.counts['tiles']} tiles, {record.counts['instances']} instances in {wall:.0f} s wall")
     print(f"peak memory above the idle cluster, all processes and the object store: {above / 1e9:.2f} GB "
-          f"= {above / pixels:.1f}x the scene's RGB pixels ({pixels / 1e9:.2f} GB)")
+          f"= {above / pixels:.1f}x the scene's RGB pixels ({pixels / 1e9:.2f} GB); apart: processes' private "
+          f"memory peaked at {max(p for p, _ in samples) / 1e9:.2f} GB, the object store at "
+          f"{max(o for _, o in samples) / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":
