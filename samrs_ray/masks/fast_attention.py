@@ -52,14 +52,10 @@ def rel_pos_bias(q: torch.Tensor, attention: Attention, size: tuple[int, int]) -
     Returns (B, heads, H*W, H*W) in q's dtype: bias[b, n, (i, j), (k, l)] = rel_h[.., i, j, k] + rel_w[.., i, j, l].
     """
     height, width = size
-    batch, heads, _, channels = q.shape
-    rel_h = get_rel_pos(height, height, attention.rel_pos_h)  # (H, H, C)
-    rel_w = get_rel_pos(width, width, attention.rel_pos_w)  # (W, W, C)
-    r_q = q.reshape(batch * heads, height, width, channels)
-    bias_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h.to(q.dtype))  # (B*heads, H, W, H)
-    bias_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w.to(q.dtype))  # (B*heads, H, W, W)
-    bias = bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]  # (B*heads, H, W, H, W)
-    return bias.reshape(batch, heads, height * width, height * width)
+    batch, heads, length, _ = q.shape
+    rel_h, rel_w = decomposed_rel_pos(q, attention, size)  # (B, heads, H*W, H), (B, heads, H*W, W)
+    bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B, heads, H*W, H, W)
+    return bias.reshape(batch, heads, length, height * width)
 
 
 def sdpa_forward(self: Attention, x: torch.Tensor) -> torch.Tensor:
