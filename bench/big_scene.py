@@ -41,9 +41,10 @@ def write_scene(folder: Path, size: int, objects: int) -> None:
     (folder / "images" / "BIG.png").write_bytes(image_png(pixels))
     del pixels
     rng = np.random.default_rng(3)
-    lines = []
-    for x, y, w, h in zip(*(rng.integers(0, size - 80, objects) for _ in range(2)), *(rng.integers(12, 70, objects) for _ in range(2))):
-        lines.append(f"{x} {y} {x + w} {y} {x + w} {y + h} {x} {y + h} small-vehicle 0\n")
+    corners = rng.integers(0, size - 80, (objects, 2))
+    sizes = rng.integers(12, 70, (objects, 2))
+    lines = [f"{x} {y} {x + w} {y} {x + w} {y + h} {x} {y + h} small-vehicle 0\n"
+             for (x, y), (w, h) in zip(corners.tolist(), sizes.tolist())]
     (folder / "labelTxt" / "BIG.txt").write_text("".join(lines))
 
 

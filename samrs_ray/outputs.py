@@ -93,8 +93,9 @@ def encode_tile(
     fs: fsspec.AbstractFileSystem, out: str, row: dict[str, Any], prompt_type: str,
     paint_order: str, palette: Sequence[tuple[int, int, int]] | None,
 ) -> pa.Table:
-    """A 'todo' row after inference -> its instance rows (manifest.INSTANCES), its PNGs written. The row carries objects
-    (JSON), masks (packed), scores (N float32), prompt_boxes (N*4 float32), pixels (when cut)."""
+    """A 'todo' row after inference -> its instance rows (manifest.INSTANCES), its PNGs written. The
+    row carries objects (JSON), masks (packed), scores (N float32), prompt_boxes (N*4 float32),
+    pixels (when cut)."""
     objects = json.loads(row["objects"])
     height, width = int(row["height"]), int(row["width"])
     crops = crops_of_packed(row["masks"], len(objects), height, width)
