@@ -54,6 +54,7 @@ class Stage(Word):
     """Where an input was found unusable (the errors manifest's `stage` column)."""
 
     READ = "read"  # the scene's files: bytes, image, label file
+    STORE = "store"  # the store did not give a file's bytes (storage.StoreError): the file may be fine
     PAIR = "pair"  # an image without its label file, or the other way round
     TILE = "tile"  # an object no tile holds
     INFER = "infer"  # prompts or mask inference

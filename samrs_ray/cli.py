@@ -3,11 +3,13 @@
 Exit codes: 0 the run completed (quarantined inputs are listed in manifest/errors);
 1 nothing could be processed; 2 the configuration is wrong (the message says what to change);
 3 another run on the same --out committed first (nothing of this run was committed: rerun);
-4 the run stopped before its commit (storage full or away, cluster lost): fix that and rerun.
-
-Over 300 lines on purpose: each subcommand's options sit beside the others', so that one
-spelling and one help style hold across them; the work itself is in the modules they call.
+4 the run stopped before its commit (storage full or away, cluster lost): fix that and rerun;
+5 the run committed, but partially: the store did not give some scenes' files (after retries),
+so their committed tiles were kept as they were; the summary and _run.json's 'partial' name them.
 """
+
+# Each subcommand's options sit beside the others', so that one spelling and one help style hold
+# across them; the work itself is in the modules they call.
 
 from __future__ import annotations
 
@@ -258,6 +260,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, ConcurrentRunError, RunFailed) as error:
         print(f"samrs-ray generate: {error}", file=sys.stderr)  # the exit codes: this module's docstring
         return 3 if isinstance(error, ConcurrentRunError) else 4 if isinstance(error, RunFailed) else 2
+    if record.partial:  # first: a store that gave no scene at all must not read as "no usable scene"
+        print(f"samrs-ray generate: partial: the store did not give {len(record.partial)} scenes; their "
+              f"committed tiles were kept, and the next run reads them again", file=sys.stderr)
+        return 5
     if record.counts["scenes_ok"] == 0:
         print(f"samrs-ray generate: no scene could be used; the reasons are in {args.out}/manifest/errors",
               file=sys.stderr)

@@ -46,8 +46,11 @@ class ShardIndex:
         self.instances[name] = dict(zip(ids, table.column("n_instances").to_pylist()))
         self.sources[name] = dict(zip(ids, table.column("source_uri").to_pylist()))
         self.splits[name] = dict(zip(ids, table.column("split").to_pylist()))
-        # by file name, not URI, so that a dataset copied elsewhere still finds its files
-        names = {folder: [posixpath.basename(u) if u else "" for u in table.column(column).to_pylist()]
+        # by file name, not URI, so that a dataset copied elsewhere still finds its files; an uncut
+        # tile's image is its scene, an input file, not one of the dataset's tiles/ PNGs
+        sources = table.column("source_uri").to_pylist()
+        names = {folder: [posixpath.basename(u) if u and not (folder == "tiles" and u == source) else ""
+                          for u, source in zip(table.column(column).to_pylist(), sources)]
                  for folder, column in URI_COLUMNS.items()}
         self.labels[name] = dict(zip(ids, names["labels"]))
         self.pngs[name] = {folder: set(found) - {""} for folder, found in names.items()}

@@ -101,10 +101,10 @@ def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], c
         if cut and any(r["status"] == Status.TODO for r in rows):
             scene = decode_image(image_bytes, pair.image_uri, settings.max_pixels, writable=False)
         del image_bytes  # the encoded scene is not needed once decoded
-    except InputError as error:
+    except InputError as error:  # the file's fault: quarantined
         rows = [error_row(InputIssue.from_error(error))]
-    except OSError as error:  # storage trouble: a file vanished, permission denied, network
-        rows = [error_row(InputIssue(pair.image_uri, f"cannot read scene: {type(error).__name__}: {error}"))]
+    except storage.StoreError as error:  # the store's fault: the scene's committed tiles are kept
+        rows = [error_row(InputIssue(error.uri, f"cannot read from the store: {error.cause}", stage=Stage.STORE))]
     for row in rows:
         row["scene"] = pair.name
         if scene is not None and row["status"] == Status.TODO:
@@ -198,6 +198,6 @@ def group_scenes(pairs: list[ScenePair], sizes: dict[str, int], parallelism: int
 
 def read_source(uri: str, storage_options: dict) -> bytes:
     try:
-        return storage.read_bytes(uri, storage_options)
+        return storage.read_bytes_retrying(uri, storage_options)
     except FileNotFoundError:
         raise InputError(uri, "file not found (deleted after listing?)") from None

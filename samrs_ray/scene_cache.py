@@ -10,10 +10,14 @@ changes lists the inputs and reads this one file instead of every input byte.
 
     <out>/_cache/scenes.parquet    one row per planned row, keyed by its scene's `scene_key`
 
+Every scene's outcome is kept, whichever it was: its tiles, no tile (no object, or none of a known
+class), or the error of a file whose bytes are bad. So an unchanged scene replays its outcome and
+a night without changes plans nothing, even where some scenes make no tile.
+
 The file is only a shortcut: a missing or unreadable one means planning from the bytes, as a
-first run does. Scenes with a file that did not read are not kept (the cause may pass: a network
-error), and neither are statuses: which tiles are done is decided from the dataset each run (replay).
-Nothing here knows of Ray.
+first run does. Not kept: scenes the store did not give (Stage.STORE: the cause may pass), and
+statuses: which tiles are done is decided from the dataset each run (replay). Nothing here knows
+of Ray.
 """
 
 from __future__ import annotations
@@ -82,11 +86,9 @@ def replay(cached: list[dict[str, Any]], known: frozenset[str], split: str) -> l
     return rows
 
 
-def is_file_trouble(row: dict[str, Any]) -> bool:
-    """A whole file could not be read or decoded: maybe storage trouble that passes (a timeout,
-    a file still being uploaded), so the scene is read again next time. Errors of single objects
-    (a line of a label file) are the file's content, and are kept."""
-    return row["kind"] == Kind.ERROR and row["stage"] == Stage.READ and row["line"] == -1
+def is_store_trouble(row: dict[str, Any]) -> bool:
+    """The store did not give one of the scene's files: the scene is read again next time."""
+    return row["kind"] == Kind.ERROR and row["stage"] == Stage.STORE
 
 
 def write(fs: fsspec.AbstractFileSystem, out: str, rows: list[dict[str, Any]], keys: dict[str, Optional[str]]) -> int:
@@ -98,7 +100,7 @@ def write(fs: fsspec.AbstractFileSystem, out: str, rows: list[dict[str, Any]], k
     kept = []
     for scene, scene_rows in by_scene.items():
         key = keys.get(scene)
-        if key is None or any(is_file_trouble(r) for r in scene_rows):
+        if key is None or any(is_store_trouble(r) for r in scene_rows):
             continue
         for row in scene_rows:
             plan_row = {name: row[name] for name in COLUMNS.names if name != "key"}

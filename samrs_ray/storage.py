@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import time
 import uuid
 from datetime import datetime
 from typing import Any, Optional
@@ -38,6 +40,41 @@ def version_of(info: dict[str, Any]) -> str:
 def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:
     fs, path = open_fs(uri, storage_options)
     return fs.cat_file(path)
+
+
+class StoreError(OSError):
+    """The store did not give a file's bytes, after retries: unreachable, timed out, 5xx,
+    throttled, access refused. It says nothing about the file itself, so no output is dropped
+    for it: the file is read again on the next run."""
+
+    def __init__(self, uri: str, cause: OSError, attempts: int) -> None:
+        self.uri, self.cause = uri, f"{type(cause).__name__}: {cause}"
+        super().__init__(f"{uri}: the store did not answer after {attempts} tries: {self.cause}")
+
+
+# Our own tries come on top of the S3 client's (botocore retries 5xx and throttling within about
+# a second); they ride out a store that is away for several seconds: a restart, a failover.
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 1.0
+
+
+def read_bytes_retrying(uri: str, storage_options: Optional[dict[str, Any]] = None,
+                        attempts: int = READ_ATTEMPTS, backoff_s: float = READ_BACKOFF_S) -> bytes:
+    """A file's bytes, retrying the store's errors with exponential backoff and jitter.
+
+    FileNotFoundError passes at once: the file is gone, which retrying does not change. Any
+    other OSError that persists becomes a StoreError."""
+    tries = 0
+    while True:
+        try:
+            return read_bytes(uri, storage_options)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            tries += 1
+            if tries == attempts:
+                raise StoreError(uri, error, attempts) from error
+            time.sleep(backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -56,6 +56,8 @@ class RunRecord:
     cluster: dict[str, Any] = field(default_factory=dict)
     version: int = 0  # 1, 2, ... in commit order; 0 for a layout-v1 record
     parent: str = ""  # run_id of the version this run started from ("" for the first)
+    # {scene: what became of it} for the scenes the store did not give: a partial night (exit 5)
+    partial: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
@@ -129,13 +131,21 @@ def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
     data = record.to_json()
     if not storage.create_new(fs, layout.version_path(out, record.version), data):
         other = RunRecord.from_json(fs.cat_file(layout.version_path(out, record.version)))
-        raise ConcurrentRunError(
-            f"{out}: another run ({other.run_id}, started {other.started_at}) committed version "
-            f"{record.version} while this run ({record.run_id}) worked from version {record.version - 1}. "
-            "Nothing of this run was committed, and nothing of the other run's was touched. Rerun: "
-            "the tiles this run finished are on storage and will be reused.")
+        if other.run_id == record.run_id:
+            # our own record: the conditional PUT succeeded but its answer was lost, and the
+            # client's retry found the object there
+            log.info("%s: version %d is this run's own (a retried commit)", out, record.version)
+        else:
+            raise ConcurrentRunError(
+                f"{out}: another run ({other.run_id}, started {other.started_at}) committed version "
+                f"{record.version} while this run ({record.run_id}) worked from version {record.version - 1}. "
+                "Nothing of this run was committed, and nothing of the other run's was touched. Rerun: "
+                "the tiles this run finished are on storage and will be reused.")
     crash_point("in-commit")
-    storage.write_atomic(fs, layout.run_record(out), data)
+    try:
+        storage.write_atomic(fs, layout.run_record(out), data)
+    except OSError as error:  # committed already (the log is the truth); the next commit refreshes it
+        log.warning("%s: version %d committed, but _run.json was not refreshed: %s", out, record.version, error)
 
 
 # --- runs at work -----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 from samrs_ray import layout, scene_cache, storage
 from samrs_ray.inputs import ScenePair, StoredFile, list_files
 from samrs_ray.plan import PlanSettings, plan_scene
-from samrs_ray.rows import Kind, Stage, Status
+from samrs_ray.annotation import InputIssue
+from samrs_ray.rows import Kind, Stage, Status, error_row
 from tests.test_incremental import SOTA, scene, settings
 
 LIGHT = [name for name in scene_cache.COLUMNS.names if name != "key"]
@@ -56,13 +57,25 @@ def test_a_cached_scene_replays_as_planning_it_again_would(tmp_path: Path) -> No
         assert light(scene_cache.replay(cache[key], known, "val")) == light(again)
 
 
-def test_scenes_with_a_file_that_did_not_read_are_not_kept(tmp_path: Path) -> None:
+def test_a_file_with_bad_bytes_is_kept_and_replays_its_error(tmp_path: Path) -> None:
+    # the file's own fault: the same bytes give the same error, so it is not read again
     pair = scene(tmp_path)
     Path(pair.image_uri).write_bytes(b"not a png")
     planned = list(plan_scene(pair, settings(), frozenset(), cut=False))
     assert [(r["kind"], r["stage"], r["line"]) for r in planned] == [(Kind.ERROR, Stage.READ, -1)]
     fs, out = storage.open_fs(str(tmp_path / "out"))
-    assert scene_cache.write(fs, out, planned, {"S1": "some-key"}) == 0
+    assert scene_cache.write(fs, out, planned, {"S1": "some-key"}) == 1
+    (replayed,) = scene_cache.replay(scene_cache.read(fs, out)["some-key"], frozenset(), "train")
+    assert (replayed["kind"], replayed["source_uri"], replayed["reason"]) == (
+        Kind.ERROR, pair.image_uri, planned[0]["reason"])
+
+
+def test_a_scene_the_store_did_not_give_is_not_kept(tmp_path: Path) -> None:
+    # the store's fault (storage.StoreError): the next run reads the scene again
+    pair = scene(tmp_path)
+    store_trouble = error_row(InputIssue(pair.image_uri, "cannot read from the store: ...", stage=Stage.STORE))
+    fs, out = storage.open_fs(str(tmp_path / "out"))
+    assert scene_cache.write(fs, out, [{**store_trouble, "scene": "S1"}], {"S1": "some-key"}) == 0
     assert scene_cache.read(fs, out) == {}
 
 

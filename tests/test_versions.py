@@ -49,6 +49,18 @@ def test_a_commit_that_lost_names_the_winner_and_changes_nothing(tmp_path: Path)
     assert (tmp_path / "_run.json").read_bytes() == winner.to_json()
 
 
+def test_a_commit_whose_answer_was_lost_is_the_runs_own_not_a_conflict(tmp_path: Path) -> None:
+    # The conditional PUT of _versions/<N>.json landed but its answer was lost; the client's retry
+    # then finds the object there (412 on S3). The record there is this run's: the commit succeeded.
+    fs, out = storage.open_fs(str(tmp_path))
+    versions.commit(fs, out, record("run-a", 1))
+    mine = record("run-b", 2)
+    assert storage.create_new(fs, layout.version_path(out, 2), mine.to_json())  # the PUT that landed
+    versions.commit(fs, out, mine)  # the retry
+    assert versions.latest(fs, out) == mine
+    assert (tmp_path / "_run.json").read_bytes() == mine.to_json()  # not left stale
+
+
 def test_versions_are_found_by_number_or_run_id_while_kept(tmp_path: Path) -> None:
     fs, out = storage.open_fs(str(tmp_path))
     for i, run in enumerate(["r1", "r2", "r3"], 1):

@@ -8,7 +8,7 @@ and the clean-up. Ray-free: it works on the rows the graph returned.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -33,6 +33,8 @@ class Outcome:
     tiles: list[dict[str, Any]]
     scenes: list[dict[str, Any]]
     errors: list[dict[str, Any]]  # unusable inputs, and the tiles that failed (as error rows)
+    # committed tiles of the scenes the store did not give, which stay as they are: {tile id: (fingerprint, split)}
+    kept: dict[str, tuple[str, Optional[str]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rows: list[dict[str, Any]], pair_errors: list[dict[str, Any]]) -> "Outcome":
@@ -47,19 +49,40 @@ class Outcome:
 
     def wanted(self) -> dict[str, str]:
         """{tile id: fingerprint} of the tiles in the new version."""
-        return {r["tile_id"]: r["fingerprint"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)}
+        return {**{r["tile_id"]: r["fingerprint"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)},
+                **{tile: fingerprint for tile, (fingerprint, _) in self.kept.items()}}
 
     def splits(self) -> dict[str, str]:
         """{tile id: split} of the tiles in the new version."""
-        return {r["tile_id"]: r["split"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)}
+        return {**{r["tile_id"]: r["split"] for r in self.with_status(Status.PROCESSED, Status.SKIPPED)},
+                **{tile: split for tile, (_, split) in self.kept.items()}}
+
+    def keep_committed(self, index: incremental.ShardIndex, committed: Optional[RunRecord],
+                       unread: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """Keep the committed tiles of the scenes the store did not give, {image uri: (scene, why)}:
+        a hiccup of the store must not shrink the dataset. Returns {scene: what became of it}."""
+        kept_by_source: dict[str, int] = {}
+        for name in committed.shards if committed else ():
+            for tile, fingerprint in index.tiles.get(name, {}).items():
+                source = index.sources[name][tile]
+                if source in unread:
+                    self.kept[tile] = (fingerprint, index.splits[name][tile])
+                    kept_by_source[source] = kept_by_source.get(source, 0) + 1
+        version = committed.version if committed else 0
+        return {scene: (f"kept from version {version} ({kept_by_source[source]} tiles): {why}"
+                        if source in kept_by_source else f"not in the dataset yet: {why}")
+                for source, (scene, why) in sorted(unread.items(), key=lambda item: item[1])}
 
 
 def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
            checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
-           outcome: Outcome, n_pairs: int, cluster: dict[str, Any]) -> RunRecord:
+           outcome: Outcome, n_pairs: int, cluster: dict[str, Any], unread: dict[str, tuple[str, str]]
+           ) -> RunRecord:
     """Write the version the run's rows make, commit it as the version after `committed`, clean
-    up; returns the committed record. Raises versions.ConcurrentRunError when another run
-    committed since this one started."""
+    up; returns the committed record. `unread`: the scenes the store did not give, {image uri:
+    (scene, why)}, whose committed tiles stay. Raises versions.ConcurrentRunError when another
+    run committed since this one started."""
+    partial = outcome.keep_committed(index, committed, unread)
     new_shards = index_new_shards(fs, out, index, outcome, config.write_color)
     wanted = outcome.wanted()
     shards = select_shards(fs, out, wanted, outcome.splits(), index, committed, new_shards, config.shard_tiles)
@@ -75,7 +98,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         counts=counts(outcome, n_pairs, wanted, index, len(removed)), shards=shards, errors=error_shards,
         changes={"processed": processed[:100], "removed": removed[:100]},
         cluster=cluster, version=(committed.version if committed else 0) + 1,
-        parent=committed.run_id if committed else "",
+        parent=committed.run_id if committed else "", partial=partial,
     )
     check_present(fs, out, shards, index)
     crash_point("before-commit")
@@ -116,13 +139,15 @@ def select_shards(fs: fsspec.AbstractFileSystem, out: str, wanted: dict[str, str
 
 def check_present(fs: fsspec.AbstractFileSystem, out: str, shards: list[str], index: incremental.ShardIndex) -> None:
     """Never commit a version with a file missing: one listing per folder, against every shard
-    pair and label PNG the version uses (another run's clean-up could have removed a leftover
-    this run chose to reuse, if the two disagree about the time)."""
+    pair and PNG the version uses: label, colour and tile PNGs (another run's clean-up could have
+    removed a leftover this run chose to reuse, if the two disagree about the time)."""
     missing = [layout.shard_path(out, table, n) for table in ("tiles", "instances")
                for n in sorted(set(shards) - {layout.shard_of_file(f) for f in
                                                storage.list_names(fs, layout.table_folder(out, table))})]
-    labels = set(storage.list_names(fs, layout.png_folder(out, "labels")))
-    missing += sorted(n for shard in shards for n in index.labels[shard].values() if n not in labels)
+    for folder in layout.PNG_FOLDERS:
+        found = set(storage.list_names(fs, layout.png_folder(out, folder)))
+        missing += sorted(storage.join(layout.png_folder(out, folder), n)
+                          for n in set().union(*(index.pngs[shard][folder] for shard in shards)) - found)
     if missing:
         raise RuntimeError(f"{len(missing)} files of the new version vanished during the run ({missing[:3]}); "
                            "nothing was committed")
@@ -158,6 +183,7 @@ def counts(outcome: Outcome, n_pairs: int, wanted: dict[str, str], index: increm
         "tiles": len(wanted),
         "processed": len(outcome.with_status(Status.PROCESSED)),
         "skipped": len(outcome.with_status(Status.SKIPPED)),
+        "kept": len(outcome.kept),
         "failed": len(outcome.with_status(Status.FAILED)),
         "removed": removed,
         "empty_windows": sum(r["n_empty"] for r in scenes),

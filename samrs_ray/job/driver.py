@@ -97,24 +97,22 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     parallelism = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     splits = inputs.splits
 
-    # Scenes with tiles already done are checked first: from the scene cache where neither file
-    # changed version (nothing read), else cheaply (read, hash, plan; no pixels, no model). Only
-    # those that changed go through the full graph with the new scenes. So a night without
-    # changes never loads SAM or asks for a GPU, and reads no image.
+    # Every scene the scene cache holds with the same file versions replays its outcome (tiles,
+    # no tile, or a bad file) without a byte read. Other scenes with tiles already done are checked
+    # cheaply (read, hash, plan; no pixels, no model). Only the scenes that changed, and new ones,
+    # go through the full graph: so a night without changes never loads SAM or asks for a GPU.
     keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files) for p in pairs}
     cache = scene_cache.read(fs, out)
-    seen = [p for p in pairs if p.image_uri in known]
-    replayed = {p.name: scene_cache.replay(cache[keys[p.name]], known[p.image_uri], splits[p.name])
-                for p in seen if keys[p.name] in cache}
-    unread = [p for p in seen if p.name not in replayed]
-    rows, changed = check_scenes(scene_items(group_scenes(unread, image_sizes, parallelism), known, splits),
+    replayed = {p.name: scene_cache.replay(cache[keys[p.name]], known.get(p.image_uri, frozenset()), splits[p.name])
+                for p in pairs if keys[p.name] in cache}
+    unread = [p for p in pairs if p.name not in replayed]
+    seen = [p for p in unread if p.image_uri in known]
+    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known, splits),
                                  plan_settings)
     changed |= {name for name, scene_rows in replayed.items() if any(r["status"] == Status.TODO for r in scene_rows)}
     rows += [row for name, scene_rows in replayed.items() if name not in changed for row in scene_rows]
-    if seen:
-        say(f"{len(seen)} scenes seen before: {len(replayed)} with the same file versions (not read), "
-            f"{len(unread)} read to check")
-    todo = [p for p in pairs if p.image_uri not in known or p.name in changed]
+    say(f"{len(replayed)} scenes with the same file versions as before (not read), {len(seen)} read to check")
+    todo = [p for p in pairs if p.name in changed or (p.name not in replayed and p.image_uri not in known)]
     gpu_wait = None
     if todo:
         if config.gpus_per_actor:
@@ -126,7 +124,10 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
 
     outcome = Outcome.of(rows, [error_row(i) for i in pair_issues])
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
-    record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster)
+    why = {r["scene"]: r["reason"] for r in rows if scene_cache.is_store_trouble(r)}
+    unread = {p.image_uri: (p.name, why[p.name]) for p in pairs if p.name in why}
+    record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster,
+                    unread)
     clock.lap("commit")
     return record
 
@@ -157,4 +158,12 @@ def summary_text(record: RunRecord, clock: Clock) -> str:
         f"  instances {c['instances']} (objects read {c['objects']}, in tiles {c['objects_in_tiles']})",
         f"  errors    {c['errors']} (see manifest/errors)" if c["errors"] else "  errors    none",
     ]
+    if record.partial:  # and the exit code is 5 (cli.py), so that a cron job sees the night was partial
+        lines.append(f"  partial   {len(record.partial)} scenes the store did not give, read again next run:")
+        lines += [f"    {scene}: {what}" for scene, what in list(record.partial.items())[:PARTIAL_LINES]]
+        if len(record.partial) > PARTIAL_LINES:
+            lines.append(f"    ... and {len(record.partial) - PARTIAL_LINES} more in _run.json's 'partial'")
     return "\n".join(lines)
+
+
+PARTIAL_LINES = 10  # scenes named in the summary; _run.json has them all

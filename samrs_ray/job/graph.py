@@ -42,10 +42,12 @@ def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
     if gpus is None:
         wants_gpu = config.model == "sam" and config.device in (None, "cuda")
         gpus = float(wants_gpu and (config.address is not None or local_gpus > 0))
+    if config.model != "sam":  # before on_gpu: an engine without a model takes no GPU, whatever was asked
+        gpus = 0.0
     on_gpu = gpus > 0
     return replace(
         config,
-        gpus_per_actor=gpus if config.model == "sam" else 0.0,
+        gpus_per_actor=gpus,
         dtype=config.dtype or ("bfloat16" if on_gpu else "float32"),
         prompt_chunk=config.prompt_chunk or (PROMPT_CHUNK_GPU if on_gpu else PROMPT_CHUNK_CPU),
         num_actors=config.num_actors or (None if on_gpu else 1),

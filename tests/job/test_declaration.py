@@ -52,6 +52,13 @@ def test_runs_that_need_no_gpu_ask_for_none() -> None:
     assert resolve_engine(sam(address="auto", device="cpu"), local_gpus=4).gpus_per_actor == 0
 
 
+def test_the_box_model_gets_cpu_defaults_even_when_gpus_are_asked_for() -> None:
+    # `--model box --gpus-per-actor 1`: no model to put on a GPU, so no bf16, no GPU prompt
+    # chunk, and one CPU actor rather than an unbounded pool
+    resolved = resolve_engine(config("i", "l", "o", model="box", gpus_per_actor=1, address="auto"), local_gpus=4)
+    assert engine(resolved) == (0.0, "float32", 4, 1)
+
+
 def test_a_negative_gpu_count_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="--gpus-per-actor"):
         sam(gpus_per_actor=-1)
