@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from typing import Any, Optional
 
@@ -34,6 +35,8 @@ from samrs_ray import layout, manifest
 from samrs_ray.inputs import ScenePair, StoredFile
 from samrs_ray.plan import PlanSettings
 from samrs_ray.rows import Kind, Stage, Status, empty_row
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # raised when planning changes what it makes of the same files
 
@@ -108,5 +111,9 @@ def write(fs: fsspec.AbstractFileSystem, out: str, rows: list[dict[str, Any]], k
                 plan_row.update(status=Status.TODO.value, reason="", stage="")
             kept.append({"key": key, **plan_row})
     table = pa.Table.from_pylist(kept, schema=COLUMNS)
-    manifest.write_table(fs, layout.scene_cache(out), table)
+    try:
+        manifest.write_table(fs, layout.scene_cache(out), table)
+    except OSError as error:  # a shortcut only: the next run plans from the bytes what it cannot replay
+        log.warning("%s: the scene cache was not written (%s); the next run reads the scenes instead", out, error)
+        return 0
     return len({row["key"] for row in kept})
