@@ -158,7 +158,7 @@ def copy_rows(fs: fsspec.AbstractFileSystem, out: str, copy: dict[str, list[str]
 def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, kept: list[RunRecord], index: ShardIndex,
                     spare_after: Optional[float]) -> int:
     """After a commit: delete the shards, error files and PNGs that none of the `kept` versions
-    uses, except files modified after `spare_after` (POSIX seconds: another run at work started
+    uses, and the temp files of killed writes, except files modified after `spare_after` (POSIX seconds: another run at work started
     then, and they may be its uncommitted output). Returns the number of files deleted."""
     shards = {n for record in kept for n in record.shards}
     used: dict[str, set[str]] = {
@@ -169,11 +169,15 @@ def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, kept: list[RunRecor
     if shards <= set(index.pngs):  # else some kept shard went unread: which PNGs it uses is unknown
         for folder in layout.PNG_FOLDERS:
             used[layout.png_folder(out, folder)] = {n for shard in shards for n in index.pngs[shard][folder]}
+    # and the temp files of writes killed midway (local disks) in the folders that hold no shard or PNG
+    temp_folders = [out, layout.versions_folder(out), layout.active_folder(out),
+                    posixpath.dirname(layout.scene_cache(out))]
     doomed: list[str] = []
-    for folder, names in used.items():
-        found = storage.list_modified(fs, folder) if spare_after is not None else storage.list_names(fs, folder)
-        doomed += [storage.join(folder, n) for n in found
-                   if n not in names and (spare_after is None or found[n] < spare_after)]
+    for folder in [*used, *temp_folders]:
+        found = storage.list_modified(fs, folder)
+        doomed += [storage.join(folder, n) for n, modified in found.items()
+                   if (n not in used[folder] if folder in used else storage.is_temp(n))
+                   and (spare_after is None or modified < spare_after)]
     for path in doomed:
         try:
             fs.rm_file(path)

@@ -115,6 +115,11 @@ def temp_beside(path: str, data: bytes) -> str:
     return tmp
 
 
+def is_temp(name: str) -> bool:
+    """A temp_beside file's name: left behind only when its writer was killed mid-write."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     try:
         return fs.exists(path)

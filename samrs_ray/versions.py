@@ -18,8 +18,10 @@ be that run's uncommitted output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,8 +35,12 @@ from samrs_ray.faults import crash_point
 
 log = logging.getLogger(__name__)
 
-LEASE_EXPIRY_S = 900.0  # a run that has not refreshed its lease for this long is presumed dead
-LEASE_REFRESH_S = 60.0
+# A run that has not refreshed its lease for this long is presumed dead, and clean-up may then
+# remove its uncommitted files. Long, because a live run presumed dead loses its work (its commit
+# then finds files missing and refuses); SAMRS_RAY_LEASE_EXPIRY_S shortens it where runs are
+# known to die rather than stall (the fault campaign kills drivers on purpose).
+LEASE_EXPIRY_S = float(os.environ.get("SAMRS_RAY_LEASE_EXPIRY_S", 900))
+LEASE_REFRESH_S = min(60.0, LEASE_EXPIRY_S / 4)
 CLOCK_SLACK_S = 300.0  # store clocks and the driver's may differ by this much
 
 
@@ -196,16 +202,21 @@ class Lease:
 def spare_after(fs: fsspec.AbstractFileSystem, out: str, run_id: str) -> Optional[float]:
     """Files modified after this time (POSIX seconds) may be another live run's uncommitted
     output: the earliest other run's start, less CLOCK_SLACK_S; None when no other run is at
-    work. A lease not refreshed for LEASE_EXPIRY_S belongs to a run that died without dropping it."""
+    work. A lease not refreshed for LEASE_EXPIRY_S belongs to a run that died without dropping
+    it: it is removed here, so that dead runs leave nothing behind."""
     folder = layout.active_folder(out)
     starts = []
     for name in storage.list_names(fs, folder):
-        if not name.endswith(".json") or name == f"{run_id}.json":
+        if name == f"{run_id}.json" or storage.is_temp(name):
             continue
+        path = storage.join(folder, name)
         try:
-            lease = json.loads(fs.cat_file(storage.join(folder, name)))
+            lease = json.loads(fs.cat_file(path))
         except (OSError, ValueError):
             continue  # dropped while we looked, or half visible on a store without atomic writes
         if time.time() - float(lease["refreshed_at"]) < LEASE_EXPIRY_S:
             starts.append(float(lease["started_at"]))
+        else:
+            with contextlib.suppress(OSError):
+                fs.rm_file(path)
     return min(starts) - CLOCK_SLACK_S if starts else None

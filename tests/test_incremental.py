@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from samrs_ray import incremental, layout, manifest, storage
+from samrs_ray.incremental import ShardIndex
 from samrs_ray.classes import PRESETS
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs import ScenePair
@@ -226,6 +227,16 @@ def test_clean_up_after_a_commit_keeps_exactly_what_the_kept_versions_use(tmp_pa
     # only the latest kept: the previous version's files go
     assert incremental.collect_garbage(fs, out, [version([latest])], index, None) == 2 + 3
     assert not (tmp_path / "out" / "labels" / "a.1.png").exists()
+
+
+def test_clean_up_removes_the_temp_files_of_killed_writes_outside_the_shard_folders(tmp_path: Path) -> None:
+    fs, out = storage.open_fs(str(tmp_path / "out"))
+    killed = [storage.temp_beside(path, b"half") for path in (
+        layout.run_record(out), layout.version_path(out, 3), layout.active_path(out, "dead"), layout.scene_cache(out))]
+    storage.write_atomic(fs, layout.version_path(out, 2), b"{}")  # not a temp file: stays
+    assert incremental.collect_garbage(fs, out, [version([])], ShardIndex(), spare_after=None) == 4
+    assert not any(Path(path).exists() for path in killed)
+    assert files_under(tmp_path / "out") == ["_versions/00000002.json"]
 
 
 def test_clean_up_spares_files_younger_than_another_run_at_work(tmp_path: Path) -> None:

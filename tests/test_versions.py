@@ -98,3 +98,4 @@ def test_clean_up_spares_the_files_of_other_live_runs_only(tmp_path: Path) -> No
     stale = {"run_id": "dead", "started_at": time.time() - 7200, "refreshed_at": time.time() - 2 * versions.LEASE_EXPIRY_S}
     storage.write_atomic(fs, layout.active_path(out, "dead"), json.dumps(stale).encode())
     assert versions.spare_after(fs, out, "me") is None
+    assert not (tmp_path / "_active" / "dead.json").exists()  # and is removed: a dead run leaves nothing
