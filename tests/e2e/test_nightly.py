@@ -3,16 +3,22 @@ nothing; the store failing on a scene keeps its committed tiles and says so (exi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 
+from samrs_ray import cli
 from samrs_ray.faults import CRASH_AT_ENV
 from tests import REPO
 from tests.datasets import dataset_rows, synthetic_scenes, write_scene
+from tests.faultproxy import FaultProxy
+from tests.seaweed import S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +53,70 @@ def test_an_unchanged_night_over_scenes_that_made_no_tile_plans_nothing(tmp_path
     # the bad file is still quarantined in the new version, with its reason
     errors = dataset_rows(str(out), "errors", version="2", drop=())
     assert any(e["source_uri"].endswith("Xbad.png") and e["stage"] == "read" for e in errors)
+
+
+# One retry in botocore (and s3fs's own on SlowDown): the job's retries are what is tested here.
+FEW_CLIENT_RETRIES = {"config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}}
+
+
+def generate_s3(data: str, out: str, storage_options: dict) -> int:
+    return cli.main(["generate", "--preset", "sota", "--model", "box", "--images", f"{data}/images",
+                     "--labels", f"{data}/labelTxt", "--out", out, "--tile-size", "none",
+                     "--storage-options", json.dumps({**storage_options, **FEW_CLIENT_RETRIES})])
+
+
+def test_a_store_that_fails_on_a_scene_keeps_its_committed_tiles_and_says_so(
+        s3: S3Server, tmp_path: Path, local_ray, capsys) -> None:
+    prefix = f"nightly-{uuid.uuid4().hex[:8]}"
+    synthetic_scenes(tmp_path / "data", 3)
+    data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
+    assert generate_s3(data, out, s3.storage_options) == 0
+    first = dataset_rows(out, "tiles", s3.storage_options)
+    # S00001's labels are edited, so tonight its image must be read; the store answers 503 to every try
+    label = tmp_path / "data" / "labelTxt" / "S00001.txt"
+    label.write_text(label.read_text().splitlines()[0] + "\n")
+    s3.filesystem().put_file(str(label), f"{s3.bucket}/{prefix}/data/labelTxt/S00001.txt")
+
+    proxy = FaultProxy(s3)
+    proxy.target("GET", f"*/{prefix}/data/images/S00001.png", "slow_down")
+    capsys.readouterr()
+    with proxy as faulty:
+        assert generate_s3(data, out, faulty.storage_options) == 5
+    said = capsys.readouterr()
+    assert "partial: the store did not give 1 scenes" in said.err
+    assert "S00001: kept from version 1 (1 tiles): cannot read from the store:" in said.out
+    assert proxy.injected["slow_down"] >= 3  # the job's own three tries, each after the client's
+    # the dataset did not shrink: S00001's committed tile is in version 2 as it was
+    assert dataset_rows(out, "tiles", s3.storage_options) == first
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.invalidate_cache()
+    record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_run.json"))
+    assert (record["version"], list(record["partial"]), record["counts"]["removed"]) == (2, ["S00001"], 0)
+    errors = dataset_rows(out, "errors", s3.storage_options, drop=())
+    assert [(e["stage"], e["source_uri"].endswith("S00001.png")) for e in errors] == [("store", True)]
+
+    # a hiccup that passes (two failed GETs) is retried, and the night is whole: S00001 is recomputed
+    proxy = FaultProxy(s3)
+    proxy.target("GET", f"*/{prefix}/data/images/S00001.png", "slow_down", times=2)
+    with proxy as faulty:
+        assert generate_s3(data, out, faulty.storage_options) == 0
+    assert "1 processed, 2 unchanged" in capsys.readouterr().out
+    assert dataset_rows(out, "errors", s3.storage_options, drop=()) == []
+
+
+def test_a_commit_whose_answer_was_lost_is_not_a_conflict_with_itself(
+        s3: S3Server, tmp_path: Path, local_ray, capsys) -> None:
+    prefix = f"lost-{uuid.uuid4().hex[:8]}"
+    synthetic_scenes(tmp_path / "data", 2)
+    data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
+    proxy = FaultProxy(s3)
+    # the version record's conditional PUT is done upstream, and its answer lost: the client retries
+    proxy.target("PUT", f"*/{prefix}/out/_versions/*", "reset_after", times=1)
+    with proxy as faulty:
+        assert generate_s3(data, out, faulty.storage_options) == 0
+    assert proxy.injected["reset_after"] == 1
+    assert [method for method, path in proxy.requests if "/_versions/" in path and method == "PUT"] == ["PUT", "PUT"]
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.invalidate_cache()
+    record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_run.json"))  # refreshed, not stale
+    assert record == json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_versions/00000001.json"))
