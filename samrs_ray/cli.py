@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "split; coco: <split>.json")
     export.add_argument("--dest", required=True, help="where to write (any fsspec URI); reruns update it")
     export.add_argument("--version", help=VERSION_HELP)
+    export.add_argument("--instances", choices=["pkl", "json"], default="pkl",
+                        help="samrs: ins/<tile>.pkl as SAMRS released them (default) or .json; load pickles you trust")
     add_storage(export)
 
     evaluate = commands.add_parser("evaluate", help="mask IoU against ground-truth instance masks")
@@ -332,7 +334,7 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from samrs_ray.export import export
 
-    counts = export(args.out, args.dest, args.format, args.version, args.storage_options)
+    counts = export(args.out, args.dest, args.format, args.version, args.storage_options, args.instances)
     splits = ", ".join(f"{name} {n}" for name, n in counts.items() if name not in ("tiles", "written", "removed"))
     print(f"{args.dest}: {counts['tiles']} tiles ({counts['written']} written, {counts['removed']} removed); {splits}")
     return 0

@@ -1,12 +1,17 @@
-"""samrs_ray/export.py: the SAMRS layout, checked against what SAMRS's training code reads
-(its SegmentationDataset: <root>/train.txt and valid.txt, one name per line; images/<name>.png
-and gray/<name>.png; its ins/ files' keys mask, bbox, category, label, size), incremental
-reruns, and an export to S3."""
+"""samrs_ray/export.py: the SAMRS layout, checked against what SAMRS's code reads (its
+SegmentationDataset: <root>/train.txt and valid.txt, one name per line; images/<name>.png and
+gray/<name>.png; its `Generate Dataset/statistic.py`: ins/*.pkl, each a pickled list of dicts
+indexed by label and summed by size), the JSON instances option, incremental reruns, and an
+export to S3."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import pickle
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +20,9 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from samrs_ray import manifest
+from samrs_ray.classes import PRESETS
 from samrs_ray.cli import main
-from tests.datasets import local_path, synthetic_scenes
+from tests.datasets import dataset_rows, local_path, synthetic_scenes
 from tests.seaweed import S3Server
 
 pytestmark = pytest.mark.slow
@@ -63,7 +69,7 @@ def test_instance_files_have_samrs_keys_and_their_masks_paint_the_label_map(expo
     _, out, dest = exported
     for label_path in sorted((dest / "gray").glob("*.png")):
         label = np.array(Image.open(label_path))
-        instances = json.loads((dest / "ins" / f"{label_path.stem}.json").read_text())
+        instances = pickle.loads((dest / "ins" / f"{label_path.stem}.pkl").read_bytes())
         painted = np.full(label.shape, 255, np.uint8)
         for item in instances:
             assert set(item) == {"mask", "bbox", "category", "label", "size"}
@@ -71,6 +77,88 @@ def test_instance_files_have_samrs_keys_and_their_masks_paint_the_label_map(expo
             assert mask.sum() == item["size"] and item["category"] == "small-vehicle" and len(item["bbox"]) == 4
             painted[mask.astype(bool)] = item["label"]
         assert np.array_equal(painted, label)
+
+
+def samrs_statistic(ins_dir: Path) -> tuple[Counter, Counter, int]:
+    """What SAMRS's statistic.py computes, read as it reads: every ins/*.pkl loaded with
+    pickle.load, per `label` the instances and pixels (`size`) of the non-empty masks; and how
+    many instances the files hold in all."""
+    instances, pixels, total = Counter(), Counter(), 0
+    for file in glob.glob(os.path.join(str(ins_dir), "*.pkl")):
+        with open(file, "rb") as f:
+            image_info = pickle.load(f)
+        for ins_info in image_info:
+            total += 1
+            if ins_info["size"] > 0:
+                instances[ins_info["label"]] += 1
+                pixels[ins_info["label"]] += ins_info["size"]
+    return instances, pixels, total
+
+
+class PlainValues(pickle.Unpickler):
+    """Loads a pickle only if it names no class or function: lists, dicts, str, int, float."""
+
+    def find_class(self, module: str, name: str):
+        raise AssertionError(f"the pickle refers to {module}.{name}")
+
+
+def test_samrs_statistic_counts_every_instance_of_the_dataset(sota_box_run, tmp_path: Path) -> None:
+    out, _ = sota_box_run
+    dest = tmp_path / "samrs"
+    assert main(["export", "--out", str(out), "--format", "samrs", "--dest", str(dest)]) == 0
+    rows = dataset_rows(str(out), "instances")
+    tiles = {t["tile_id"]: t for t in dataset_rows(str(out), "tiles")}
+    assert sorted(p.name for p in (dest / "ins").iterdir()) == sorted(f"{t}.pkl" for t in tiles)
+
+    instances, pixels, total = samrs_statistic(dest / "ins")
+    assert total == len(rows) > 0
+    assert instances == Counter(r["class_id"] for r in rows if r["area"] > 0) and len(instances) > 1
+    assert pixels == Counter({c: sum(r["area"] for r in rows if r["class_id"] == c) for c in instances})
+    assert set(instances) <= set(range(len(PRESETS["sota"].classes)))  # statistic.py's dict keys
+
+    for tile_id, tile in tiles.items():
+        with open(dest / "ins" / f"{tile_id}.pkl", "rb") as f:
+            image_info = PlainValues(f).load()
+        expected = [r for r in rows if r["tile_id"] == tile_id]
+        assert type(image_info) is list and len(image_info) == len(expected)
+        for ins, row in zip(image_info, expected):
+            assert set(ins) == {"mask", "bbox", "category", "label", "size"}
+            assert type(ins["label"]) is int and type(ins["size"]) is int and type(ins["category"]) is str
+            assert (ins["label"], ins["category"], ins["size"]) == (row["class_id"], row["class_name"], row["area"])
+            assert type(ins["bbox"]) is list and [type(v) for v in ins["bbox"]] == [float] * 4
+            assert ins["bbox"] == pytest.approx(row["prompt_box"])
+            assert set(ins["mask"]) == {"size", "counts"} and type(ins["mask"]["counts"]) is str
+            assert type(ins["mask"]["size"]) is list and ins["mask"]["size"] == [tile["height"], tile["width"]]
+            mask = coco_mask.decode(ins["mask"])
+            assert mask.shape == (tile["height"], tile["width"]) and int(mask.sum()) == ins["size"]
+
+
+def test_instances_json_option_and_switching_back_and_forth(exported, tmp_path: Path) -> None:
+    _, out, pkl_dest = exported
+    dest = tmp_path / "samrs"
+
+    def export(choice: str) -> None:
+        assert main(["export", "--out", str(out), "--format", "samrs", "--dest", str(dest), "--instances", choice]) == 0
+
+    def suffixes() -> set[str]:
+        return {p.suffix for p in (dest / "ins").iterdir()}
+
+    assert main(["export", "--out", str(out), "--format", "samrs", "--dest", str(pkl_dest)]) == 0
+    export("json")
+    assert suffixes() == {".json"}
+    for file in (pkl_dest / "ins").glob("*.pkl"):
+        assert json.loads((dest / "ins" / f"{file.stem}.json").read_text()) == pickle.loads(file.read_bytes())
+    state = json.loads((dest / ".samrs-ray-export.json").read_text())
+    assert all(f"ins/{tile}.json" in entry["files"] for tile, entry in state.items())
+
+    pixels = {p: p.stat().st_mtime_ns for p in dest.rglob("*.png")}
+    export("pkl")
+    assert suffixes() == {".pkl"}
+    assert {p.name: p.read_bytes() for p in (dest / "ins").iterdir()} == \
+        {p.name: p.read_bytes() for p in (pkl_dest / "ins").iterdir()}
+    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*.png")} == pixels  # only the ins files changed
+    export("json")
+    assert suffixes() == {".json"}
 
 
 def names(folder: Path) -> list[str]:
