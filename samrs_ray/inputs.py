@@ -13,7 +13,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from samrs_ray.annotation import InputError, InputIssue, Stage
-from samrs_ray.storage import version_of
+from samrs_ray.storage import version_of, with_retries
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -48,10 +48,10 @@ def list_files(uri: str, suffixes: tuple[str, ...], storage_options: Optional[di
     if "://" not in uri:
         uri = os.path.abspath(uri)  # '../data' -> '/abs/data': names stay stable wherever the job runs
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not fs.exists(root):
+    if not with_retries(uri, lambda: fs.exists(root)):
         raise InputError(uri, "no such file or folder")
     wanted = tuple(s.lower() for s in suffixes)
-    found = fs.find(root, detail=True)
+    found = with_retries(uri, lambda: fs.find(root, detail=True))
     local = isinstance(fs, LocalFileSystem)
     return {
         (path if local else fs.unstrip_protocol(path)): StoredFile(int(info.get("size") or 0), version_of(info))

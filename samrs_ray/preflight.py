@@ -77,6 +77,8 @@ def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfi
         return list_files(uri, suffixes, config.storage_options)
     except InputError as error:
         raise ConfigError(f"{flag} {uri}: {error.reason}{nearest_name(uri, config)}") from None
+    except storage.StoreError:  # not the configuration's fault: exit 4, rerun once the store is back
+        raise
     except Exception as error:
         raise ConfigError(f"{flag} {uri}: cannot list it: {type(error).__name__}: {error}") from error
 
@@ -127,7 +129,7 @@ def check_writable(config: JobConfig) -> None:
     again, so a run that fails its checks leaves nothing behind."""
     fs, out = storage.open_fs(config.out, config.storage_options)
     created = first_missing_folder(out) if storage.is_local(fs) else None
-    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}")
+    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}.tmp")  # a temp file: clean-up removes a leftover
     try:
         storage.write_atomic(fs, probe, b"")
         fs.rm_file(probe)

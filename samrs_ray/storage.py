@@ -9,10 +9,12 @@ import random
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+T = TypeVar("T")
 
 
 def open_fs(uri: str, storage_options: Optional[dict[str, Any]] = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -58,16 +60,16 @@ READ_ATTEMPTS = 3
 READ_BACKOFF_S = 1.0
 
 
-def read_bytes_retrying(uri: str, storage_options: Optional[dict[str, Any]] = None,
-                        attempts: int = READ_ATTEMPTS, backoff_s: float = READ_BACKOFF_S) -> bytes:
-    """A file's bytes, retrying the store's errors with exponential backoff and jitter.
+def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
+                 backoff_s: float = READ_BACKOFF_S) -> T:
+    """call() (which reads `uri`), retrying the store's errors with exponential backoff and jitter.
 
     FileNotFoundError passes at once: the file is gone, which retrying does not change. Any
     other OSError that persists becomes a StoreError."""
     tries = 0
     while True:
         try:
-            return read_bytes(uri, storage_options)
+            return call()
         except FileNotFoundError:
             raise
         except OSError as error:
@@ -75,6 +77,10 @@ def read_bytes_retrying(uri: str, storage_options: Optional[dict[str, Any]] = No
             if tries == attempts:
                 raise StoreError(uri, error, attempts) from error
             time.sleep(backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+
+
+def read_bytes_retrying(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:
+    return with_retries(uri, lambda: read_bytes(uri, storage_options))
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

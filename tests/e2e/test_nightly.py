@@ -120,3 +120,17 @@ def test_a_commit_whose_answer_was_lost_is_not_a_conflict_with_itself(
     fs.invalidate_cache()
     record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_run.json"))  # refreshed, not stale
     assert record == json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_versions/00000001.json"))
+
+
+def test_a_store_that_cannot_list_the_inputs_stops_the_run_as_a_store_error(
+        s3: S3Server, tmp_path: Path, capsys) -> None:
+    prefix = f"nolist-{uuid.uuid4().hex[:8]}"
+    synthetic_scenes(tmp_path / "data", 1)
+    data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
+    proxy = FaultProxy(s3)
+    proxy.target("GET", s3.bucket, "internal_error")  # every listing of the bucket: 500
+    with proxy as faulty:
+        code = generate_s3(data, out, faulty.storage_options)
+    # 4 (rerun once the store is back), not 2 (the configuration is wrong)
+    assert code == 4, capsys.readouterr().err
+    assert "the store did not answer after 3 tries" in capsys.readouterr().err
