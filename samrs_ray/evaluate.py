@@ -22,7 +22,7 @@ import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -275,6 +275,7 @@ def scores(inter: np.ndarray, union: np.ndarray) -> Scores:
 @dataclass
 class EvalResult:
     out: str
+    run_id: str  # the version scored
     gt: str
     gt_format: str
     scenes: int  # scenes (or tiles) that had ground truth
@@ -329,14 +330,16 @@ class Accumulator:
                           class_agreement=agreement, overall=scores(inter, union), per_class=per_class, **kwargs)
 
 
-def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] = None) -> EvalResult:
-    """Score the committed dataset at `out` against ground truth `gt` ('isaid-png': a folder of
-    iSAID PNGs; 'coco': a COCO instances json). Ground truth of a scene is looked up by the stem
-    of the tile's source_uri (placed at the tile's x0, y0), else by the tile id (at 0, 0)."""
+def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] = None,
+             version: Union[int, str, None] = None) -> EvalResult:
+    """Score a committed version (number or run id; None: the latest) of the dataset at `out`
+    against ground truth `gt` ('isaid-png': a folder of iSAID PNGs; 'coco': a COCO instances
+    json). Ground truth of a scene is looked up by the stem of the tile's source_uri (placed at
+    the tile's x0, y0), else by the tile id (at 0, 0)."""
     source = open_truth(gt, gt_format, storage_options)
     get: Callable[[str], Optional[SceneTruth]] = functools.lru_cache(maxsize=CACHED_SCENES)(source.get)
     fs, root = storage.open_fs(out, storage_options)
-    record = versions.find(fs, root, None)
+    record = versions.find(fs, root, version)
     acc = Accumulator()
     gt_counts: dict[str, int] = {}
     missing: set[str] = set()
@@ -365,7 +368,7 @@ def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] 
             acc.add(row["class_name"], match(crop.shifted(dx, dy) if crop else None, truth), key, truth)
     if not gt_counts:
         raise FileNotFoundError(f"{gt}: no ground truth ({gt_format}) found for any scene of {out}")
-    return acc.result(out=out, gt=gt, gt_format=gt_format, scenes=len(gt_counts),
+    return acc.result(out=out, run_id=record.run_id, gt=gt, gt_format=gt_format, scenes=len(gt_counts),
                       scenes_without_gt=sorted(missing), instances_without_gt=skipped,
                       gt_instances=sum(gt_counts.values()))
 
@@ -374,7 +377,7 @@ def format_result(result: EvalResult) -> str:
     """A plain-text table for the terminal."""
     r = result
     lines = [
-        f"Mask IoU of {r.out} against {r.gt} ({r.gt_format})",
+        f"Mask IoU of {r.out} (run {r.run_id}) against {r.gt} ({r.gt_format})",
         f"  scenes with ground truth: {r.scenes}; without: {len(r.scenes_without_gt)}"
         + (f" ({', '.join(r.scenes_without_gt[:5])}{', ...' if len(r.scenes_without_gt) > 5 else ''})"
            if r.scenes_without_gt else ""),

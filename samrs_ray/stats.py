@@ -1,10 +1,11 @@
-"""Dataset statistics: a Ray Data aggregation over the committed manifests, and the report.
+"""Dataset statistics: an aggregation over the committed manifests, and the report.
 
-Each committed shard pair (tiles + instances of the same name) is summarised by one Ray task
-into a small partial per subset: instance counts and pixels per class, the mask-size
-histogram, label-map pixels per class id, scene names, tile sizes and example candidates.
-Only those partials (kilobytes each) reach the driver, which adds them up, so 1.7 million
-instances never sit in one process and only the columns named here are read.
+Each committed shard pair (tiles + instances of the same name) is summarised by one call of
+`shard_partial` into a small partial per subset: instance counts and pixels per class, the
+mask-size histogram, label-map pixels per class id, scene names, tile sizes and example
+candidates. Only those partials (kilobytes each) are added up, so 1.7 million instances never
+sit in one process and only the columns named here are read. The calls run in this process,
+or as Ray tasks for a large version or a named cluster (shard_tasks.py); the result is the same.
 
 Two pixel counts per class, because they answer different questions:
   instance_pixels  the sum of instance mask areas (manifest `area`): how much mask SAM drew
@@ -37,11 +38,17 @@ from samrs_ray import figures, layout, manifest, storage, versions
 from samrs_ray.classes import IGNORE_ID, PRESETS, make_palette
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.scenes import decode_image
+from samrs_ray.shard_tasks import map_shards
 
 HIST_BIN = 50  # pixels per histogram bin, as SAMRS's mask-size figure
 HIST_MAX = 2500  # the last regular bin ends here; larger masks go to one overflow bin
 N_BINS = HIST_MAX // HIST_BIN + 1
 EXAMPLE_CANDIDATES = 8  # per subset and shard
+# From this many tiles, stats run as Ray tasks even without --address. Here a core reads the
+# manifests and decodes the label PNGs of 150 to 200 tiles/s (1024 px tiles, local disk), so below
+# this a version takes two minutes at most, less with more cores, while starting and stopping a
+# local Ray alone takes some 20 s; above it, Ray's worker processes use every core without the GIL.
+RAY_MIN_TILES = 20_000
 TILE_COLUMNS = ["tile_id", "subset", "source_uri", "width", "height", "label_uri", "n_instances"]
 INSTANCE_COLUMNS = ["tile_id", "class_id", "class_name", "area"]
 
@@ -72,7 +79,7 @@ def read_png(uri: str, storage_options: Optional[dict]) -> np.ndarray:
         return np.asarray(image)
 
 
-# --- one shard pair -> partial sums (runs in a Ray task) ---
+# --- one shard pair -> partial sums (in this process or a Ray task) ---
 
 
 def shard_partial(out: str, shard: str, storage_options: Optional[dict], label_pixels: bool) -> dict[str, Any]:
@@ -133,21 +140,11 @@ def example_candidates(shard: str, instances: pa.Table) -> list[dict[str, Any]]:
             for t, n in ranked[:EXAMPLE_CANDIDATES]]
 
 
-def partial_row(row: dict[str, Any], out: str, storage_options: Optional[dict], label_pixels: bool) -> dict[str, Any]:
-    """Ray Data `map` function: {'shard': name} -> {'partial': JSON text} (a fixed row schema)."""
-    return {"partial": json.dumps(shard_partial(out, row["shard"], storage_options, label_pixels))}
-
-
-def collect_partials(out: str, shards: list[str], storage_options: Optional[dict],
-                     label_pixels: bool) -> list[dict[str, Any]]:
-    """One partial per shard pair, computed by Ray tasks (a local Ray starts if none runs)."""
-    if not shards:
-        return []
-    import ray.data  # here, so that importing this module does not import Ray
-
-    fn = functools.partial(partial_row, out=out, storage_options=storage_options, label_pixels=label_pixels)
-    dataset = ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=len(shards))
-    return [json.loads(r["partial"]) for r in dataset.map(fn).take_all()]
+def collect_partials(out: str, shards: list[str], storage_options: Optional[dict], label_pixels: bool,
+                     on_ray: bool = False, address: Optional[str] = None) -> list[dict[str, Any]]:
+    """One partial per shard pair, in the shards' order: in this process, or as Ray tasks."""
+    fn = functools.partial(shard_partial, out, storage_options=storage_options, label_pixels=label_pixels)
+    return map_shards(fn, shards, on_ray, address)
 
 
 # --- partials -> statistics (driver) ---
@@ -230,12 +227,16 @@ def class_lists_of(record: versions.RunRecord) -> dict[str, list[str]]:
 
 
 def compute_stats(out: str, storage_options: Optional[dict] = None, label_pixels: bool = True,
-                  version: Union[int, str, None] = None) -> dict[str, Any]:
+                  version: Union[int, str, None] = None, *, on_ray: Optional[bool] = None,
+                  address: Optional[str] = None) -> dict[str, Any]:
     """Statistics of a committed version of the dataset at `out` (None: the latest): the
-    content of stats.json."""
+    content of stats.json. on_ray None: as Ray tasks when a Ray `address` is given or the
+    version has RAY_MIN_TILES tiles or more, else in this process."""
     fs, root = storage.open_fs(out, storage_options)
     record = versions.find(fs, root, version)
-    partials = collect_partials(out, list(record.shards), storage_options, label_pixels)
+    if on_ray is None:
+        on_ray = address is not None or record.counts.get("tiles", 0) >= RAY_MIN_TILES
+    partials = collect_partials(out, list(record.shards), storage_options, label_pixels, on_ray, address)
     return {
         "out": out,
         "run_id": record.run_id,
@@ -308,12 +309,12 @@ def summary_markdown(stats: dict[str, Any], figure_names: list[str]) -> str:
 
 
 def write_report(out: str, report: Optional[str] = None, storage_options: Optional[dict] = None,
-                 *, label_pixels: bool = True, n_examples: int = 6,
-                 version: Union[int, str, None] = None) -> dict[str, Any]:
-    """Compute the statistics of a committed version of the dataset at `out` (None: the latest)
-    and write `stats.json`, `summary.md` and the PNG figures to `report` (default <out>/report).
-    Returns the statistics."""
-    stats = compute_stats(out, storage_options, label_pixels, version)
+                 *, label_pixels: bool = True, n_examples: int = 6, version: Union[int, str, None] = None,
+                 on_ray: Optional[bool] = None, address: Optional[str] = None) -> dict[str, Any]:
+    """Compute the statistics of a committed version of the dataset at `out` (None: the latest;
+    on_ray and address as compute_stats) and write `stats.json`, `summary.md` and the PNG
+    figures to `report` (default <out>/report). Returns the statistics."""
+    stats = compute_stats(out, storage_options, label_pixels, version, on_ray=on_ray, address=address)
     report = report or layout.report_folder(out)
     fs, root = storage.open_fs(report, storage_options)
     pngs = {

@@ -214,3 +214,27 @@ def test_errors(box_run: Path, tmp_path: Path) -> None:
         evaluate(str(box_run), str(tmp_path), "isaid-png")
     with pytest.raises(FileNotFoundError, match="samrs-ray generate"):
         evaluate(str(tmp_path), str(tmp_path), "isaid-png")
+
+
+def test_version_option_scores_that_version(realsamples: Path, tmp_path: Path, local_ray, capsys) -> None:
+    """Version 1 uses the scenes whole, version 2 cuts 1024 tiles: P0004's 107 objects, then 149
+    instances (42 objects in both of its tiles). --version picks one, the default is the latest."""
+    from samrs_ray.cli import main
+    from samrs_ray.job import generate
+    from tests.datasets import config
+
+    dota, out, gt = realsamples / "dota", tmp_path / "sota", str(realsamples / "isaid")
+    first = generate(config(dota / "images", dota / "labelTxt", out, preset_changes={"tile_size": None}),
+                     say=lambda _: None)
+    second = generate(config(dota / "images", dota / "labelTxt", out), say=lambda _: None)
+    assert (first.version, second.version) == (1, 2)
+    capsys.readouterr()
+    args = ["evaluate", "--out", str(out), "--gt", gt, "--gt-format", "isaid-png"]
+    for version, record, scored in (["--version", "1"], first, 107), ([], second, 149), \
+            (["--version", first.run_id], first, 107):
+        assert main(args + version) == 0
+        text = capsys.readouterr().out
+        assert f"(run {record.run_id})" in text and f"generated instances scored: {scored} " in text
+    assert evaluate(str(out), gt, "isaid-png", version=1).instances == 107
+    assert main(args + ["--version", "7"]) == 1
+    assert "no version '7'" in capsys.readouterr().err

@@ -4,7 +4,14 @@ is checked against counts computed straight from the manifests and the label PNG
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,7 @@ from samrs_ray import figures, manifest, storage, versions
 from samrs_ray.classes import IGNORE_ID, PRESETS
 from samrs_ray.job import generate
 from samrs_ray.stats import HIST_MAX, N_BINS, compute_stats, size_histogram, write_report
+from tests import REPO
 from tests.datasets import config, local_path
 
 pytestmark = pytest.mark.slow
@@ -121,17 +129,79 @@ def test_report_files(report) -> None:
         "P0004__1024__0___0", "P0004__1024__0___440", "P1888__1024__0___0"]
 
 
-def test_stats_add_up_over_many_shards(realsamples: Path, tmp_path: Path, report, local_ray) -> None:
-    """One tile per shard: P0004's two tiles land in different Ray tasks and still count as one image."""
-    out = tmp_path / "sota"
+@pytest.fixture(scope="module")
+def many_shards(realsamples: Path, tmp_path_factory: pytest.TempPathFactory, local_ray) -> Path:
+    """The real samples with one tile per shard."""
+    out = tmp_path_factory.mktemp("many-shards") / "sota"
     dota = realsamples / "dota"
     generate(config(dota / "images", dota / "labelTxt", out, shard_tiles=1), say=quiet)
     assert len(versions.latest(storage.open_fs(str(out))[0], str(out)).shards) == 3
-    many = compute_stats(str(out))["subsets"]["sota"]
+    return out
+
+
+def test_stats_add_up_over_many_shards(many_shards: Path, report) -> None:
+    """One tile per shard: P0004's two tiles land in different shards and still count as one image."""
+    many = compute_stats(str(many_shards))["subsets"]["sota"]
     one = report[0]["subsets"]["sota"]
     drop = ("examples",)
     assert {k: v for k, v in many.items() if k not in drop} == {k: v for k, v in one.items() if k not in drop}
     assert [e["tile_id"] for e in many["examples"]] == [e["tile_id"] for e in one["examples"]]
+
+
+def test_ray_tasks_give_the_in_process_result(many_shards: Path, tmp_path: Path) -> None:
+    """The Ray way (large versions, --address) and the in-process way write the same report; a Ray
+    that was running (here the tests') is left running."""
+    import ray
+
+    on_ray = write_report(str(many_shards), str(tmp_path / "ray"), None, on_ray=True)
+    here = write_report(str(many_shards), str(tmp_path / "here"), None, on_ray=False)
+    assert on_ray == here and on_ray["subsets"]["sota"]["tiles"] == 3
+    assert (tmp_path / "ray" / "stats.json").read_bytes() == (tmp_path / "here" / "stats.json").read_bytes()
+    assert ray.is_initialized()
+
+
+@pytest.fixture
+def ray_tmp() -> Iterator[Path]:
+    """RAY_TMPDIR for a subprocess: Ray would put its session folders in its ray/ (a short path, as
+    Ray's sockets live there)."""
+    folder = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(command: list[str], ray_tmp: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, env=dict(os.environ, RAY_TMPDIR=str(ray_tmp)), capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def ray_data_lines(text: str) -> list[str]:
+    """Ray's log lines (Ray Data's execution plan and logged progress among them)."""
+    return [line for line in text.splitlines() if re.search(r"\bINFO\b|Dataset dataset_|\.py:\d+ -- ", line)]
+
+
+def test_cli_stats_of_a_small_dataset_does_not_start_ray(box_run: Path, tmp_path: Path, ray_tmp: Path) -> None:
+    """3 tiles are read in this process: no Ray session, and only the summary on the terminal."""
+    cli = Path(sys.executable).parent / "samrs-ray"
+    done = run([str(cli), "stats", "--out", str(box_run), "--report", str(tmp_path / "report")], ray_tmp)
+    assert not list(ray_tmp.glob("ray/session_*"))
+    assert done.stdout.startswith("sota: 2 images, 3 tiles, 213 instances") and len(done.stdout.splitlines()) == 2
+    assert ray_data_lines(done.stdout + done.stderr) == []
+    assert json.loads((tmp_path / "report" / "stats.json").read_text())["subsets"]["sota"]["tiles"] == 3
+
+
+def test_cli_stats_on_ray_is_quiet_and_stops_the_ray_it_started(box_run: Path, tmp_path: Path, ray_tmp: Path) -> None:
+    """--address local: a Ray of its own, whose log lines go to the session's logs, shut down
+    before main returns."""
+    code = ("import ray; from samrs_ray.cli import main; "
+            f"code = main(['stats', '--out', {str(box_run)!r}, '--report', {str(tmp_path / 'report')!r}, "
+            "'--address', 'local']); print('Ray running after:', ray.is_initialized()); raise SystemExit(code)")
+    done = run([sys.executable, "-c", code], ray_tmp)
+    assert "3 tiles" in done.stdout and "Ray running after: False" in done.stdout
+    assert ray_data_lines(done.stdout + done.stderr) == []
+    log = ray_tmp / "ray" / "session_latest" / "logs" / "ray-data" / "ray-data.log"
+    assert "Starting execution of Dataset" in log.read_text()
 
 
 def test_label_pixels_can_be_skipped(box_run: Path) -> None:
