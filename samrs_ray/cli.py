@@ -29,6 +29,7 @@ from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.formats import LABEL_FORMATS
 from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
 from samrs_ray.splits import DEFAULT_SPLIT
+from samrs_ray.storage import StoreError
 from samrs_ray.versions import ConcurrentRunError
 
 
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="statistics, figures and a browsable gallery (gallery.html) of a dataset")
     stats.add_argument("--out", required=True)
     stats.add_argument("--report", help="report folder (default: <out>/report)")
-    stats.add_argument("--address", help="Ray address (default: start a local Ray)")
+    stats.add_argument("--address", help="Ray address: compute on that cluster (default: in this process, or on a "
+                                         "local Ray for a version of tens of thousands of tiles)")
     stats.add_argument("--version", help=VERSION_HELP)
     add_storage(stats)
 
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--gt", required=True, help="ground truth: iSAID PNG folder or COCO json file")
     evaluate.add_argument("--gt-format", required=True, choices=["isaid-png", "coco"])
+    evaluate.add_argument("--version", help=VERSION_HELP)
     add_storage(evaluate)
     return parser
 
@@ -259,9 +262,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         refuse_relative_paths(args)
         record = generate(config_from_args(args))
-    except (ConfigError, CheckpointError, ConcurrentRunError, RunFailed) as error:
+    except (ConfigError, CheckpointError, ConcurrentRunError, RunFailed, StoreError) as error:
         print(f"samrs-ray generate: {error}", file=sys.stderr)  # the exit codes: this module's docstring
-        return 3 if isinstance(error, ConcurrentRunError) else 4 if isinstance(error, RunFailed) else 2
+        return 3 if isinstance(error, ConcurrentRunError) else 4 if isinstance(error, (RunFailed, StoreError)) else 2
     if record.partial:  # first: a store that gave no scene at all must not read as "no usable scene"
         print(f"samrs-ray generate: partial: the store did not give {len(record.partial)} scenes; their "
               f"committed tiles were kept, and the next run reads them again", file=sys.stderr)
@@ -299,13 +302,11 @@ def format_runs(history: Sequence[Any], readable: Sequence[Any]) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from samrs_ray.job import connect
     from samrs_ray import layout
     from samrs_ray.gallery import write_gallery
     from samrs_ray.stats import write_report
 
-    connect(args.address)
-    stats = write_report(args.out, args.report, args.storage_options, version=args.version)
+    stats = write_report(args.out, args.report, args.storage_options, version=args.version, address=args.address)
     cards = write_gallery(args.out, args.report, args.storage_options, args.version)
     report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
@@ -319,7 +320,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from samrs_ray.evaluate import evaluate, format_result
 
-    print(format_result(evaluate(args.out, args.gt, args.gt_format, args.storage_options)))
+    print(format_result(evaluate(args.out, args.gt, args.gt_format, args.storage_options, args.version)))
     return 0
 
 
