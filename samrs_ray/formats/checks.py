@@ -26,19 +26,26 @@ def decode_text(data: str | bytes, source: str) -> str:
         raise InputError(source, f"not UTF-8 text (byte {err.start} is {data[err.start]:#04x})") from None
 
 
+# `<!ENTITY` as it appears in every encoding expat reads: expat takes UTF-16 (by BOM or
+# declaration), and otherwise only encodings that keep ASCII's bytes for XML's syntax.
+ENTITY_MARKERS = tuple("<!ENTITY".encode(codec) for codec in ("ascii", "utf-16-le", "utf-16-be"))
+
+
 def parse_xml(data: str | bytes, source: str) -> ET.Element:
     """Root element of an annotation XML; a file that does not parse raises InputError.
 
     Label files never declare entities, and entity declarations are how XML bombs
     (billion laughs) work, so any `<!ENTITY` is refused before parsing.
     """
-    marker = "<!ENTITY" if isinstance(data, str) else b"<!ENTITY"
-    if marker in data:  # type: ignore[operator]
+    markers = ENTITY_MARKERS if isinstance(data, bytes) else ("<!ENTITY",)
+    if any(marker in data for marker in markers):  # type: ignore[operator]
         raise InputError(source, "XML declares entities; annotation files never need them, refused")
     try:
         return ET.fromstring(data)
     except ET.ParseError as err:
         raise InputError(source, f"XML does not parse: {err}", line=err.position[0]) from None
+    except (LookupError, ValueError) as err:  # the declared encoding is unknown, multi-byte or not a text codec
+        raise InputError(source, f"XML cannot be read in the encoding its declaration names: {err}") from None
 
 
 def coordinate(token: Optional[str], what: str, source: str, line: int) -> float:
@@ -73,6 +80,10 @@ def quad_problem(polygon: Quad) -> Optional[str]:
         return "degenerate polygon: zero area (corners are collinear or repeated)"
     if not shape.is_valid:
         return f"degenerate polygon: self-intersecting ({explain_validity(shape)})"
+    if not shape.area > 0:  # valid with a non-zero hull, but the shoelace sum cancels out in floating point
+        largest = max(abs(v) for v in polygon)
+        return (f"degenerate polygon: its area rounds to zero (coordinates up to {largest:g} "
+                "are too large for float precision)")
     return None
 
 
