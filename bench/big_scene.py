@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import ray
+from engine import REALSAMPLES
 from PIL import Image
 from ray._private import internal_api
 
-from engine import REALSAMPLES
-from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
 from samrs_ray.encoding.png import image_png
+from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import generate
 
 

@@ -36,13 +36,13 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from samrs_ray.classes import IGNORE_ID, PRESETS
-from samrs_ray.formats.dota import parse_dota
 from samrs_ray.encoding import png
 from samrs_ray.encoding.labelmap import paint_label_map
 from samrs_ray.encoding.rle import describe_mask
+from samrs_ray.inputs.formats.dota import parse_dota
+from samrs_ray.inputs.presets import IGNORE_ID, PRESETS
 from samrs_ray.masks.backend import pack_masks, unpack_masks
-from samrs_ray.tiling import Window, cut_tile, objects_in_window
+from samrs_ray.planning.tiling import Window, cut_tile, objects_in_window
 
 DOTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples" / "dota"
 SIZE = 1024

@@ -10,7 +10,7 @@ tiles and the same weights, in one run.
       own), then generate() is timed; "incl. Ray start-up" adds the two.
 
 Tiles: the real samples' DOTA scenes (P0004 824x1464 -> 2 tiles, P1888 712x557 -> 1 tile)
-cut by the job's own planner (samrs_ray.plan.plan_scene), so (a), (b) and (c) see the same
+cut by the job's own planner (samrs_ray.planning.plan.plan_scene), so (a), (b) and (c) see the same
 1024x1024 padded tiles and the same box prompts; --copies N repeats the scenes under other
 names. Weights: random (speed does not depend on them), written once to a checkpoint that all
 three load; 'tiny' is a FAKE few-layer SAM. Each of (a), (b), (c) runs in its own Python
@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from samrs_ray.classes import PRESETS
+from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.masks.backend import PromptBatch, TileMasks, pack_masks, unpack_masks
 from samrs_ray.masks.busy import peak_rss
 from samrs_ray.masks.checkpoint import MODEL_TYPES, build_sam
@@ -103,10 +103,10 @@ def job_config(spec: Spec, out: str, **changes: Any):
 
 def planned_tiles(spec: Spec) -> list[Tile]:
     """The 'todo' tiles of the scenes exactly as the job plans them, with their prompts (plan.tile_prompts, as the mask stage)."""
-    from samrs_ray.inputs import pair_by_stem
-    from samrs_ray.outputs import tile_pixels
-    from samrs_ray.plan import PlanSettings, plan_scene, tile_prompts
-    from samrs_ray.rows import Kind, Status
+    from samrs_ray.encoding.tile import tile_pixels
+    from samrs_ray.inputs.listing import pair_by_stem
+    from samrs_ray.job.rows import Kind, Status
+    from samrs_ray.planning.plan import PlanSettings, plan_scene, tile_prompts
 
     scenes = Path(spec.scenes)
     images = sorted(str(p) for p in (scenes / "images").iterdir())
@@ -270,10 +270,10 @@ def job_worker(spec: Spec) -> dict[str, Any]:
     """(c): ray.init(num_cpus) timed, then generate() timed, `repeats` times into fresh folders."""
     import ray
 
-    from samrs_ray import manifest
-    from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
+    from samrs_ray.dataset import manifest
     from samrs_ray.encoding.rle import decode_rle
     from samrs_ray.job import generate
+    from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
 
     workdir = Path(spec.workdir)
     log = workdir / "busy.log"
@@ -388,7 +388,7 @@ def report(spec: Spec, naive: dict, engine: dict, job: dict) -> None:
 def plot_timeline(path: Path, spec: Spec, engine: dict, job: dict) -> None:
     """PNG: the best job run's predict() calls on a time axis from generate()'s start, above the
     time the engine alone took for the same tiles."""
-    from samrs_ray.figures import new_figure, to_png
+    from samrs_ray.report.figures import new_figure, to_png
 
     best = min(job["runs"], key=lambda r: r["seconds"])
     alone, run = min(engine["seconds"]), best["seconds"]

@@ -42,9 +42,20 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from engine import (
+    Spec,
+    Tile,
+    add_input_arguments,
+    agreement,
+    load_masks,
+    naive_predict,
+    peak_rss,
+    planned_tiles,
+    prepare_inputs,
+    save_masks,
+    timed,
+)
 
-from engine import (Spec, Tile, add_input_arguments, agreement, load_masks, naive_predict, peak_rss, planned_tiles,
-                    prepare_inputs, save_masks, timed)
 from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend

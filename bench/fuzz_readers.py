@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 try:
-    from tests.formats.image_strategies import check_image, images
-    from tests.formats.strategies import LABELS, URIS, check_labels
+    from tests.inputs.formats.image_strategies import check_image, images
+    from tests.inputs.formats.strategies import LABELS, URIS, check_labels
 except ModuleNotFoundError as err:  # run as a file path, `tests` is not importable
     sys.exit(f"{err}: run from the repo root as `python -m bench.fuzz_readers`")
 

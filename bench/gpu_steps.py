@@ -65,7 +65,6 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's s
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from engine import Spec, add_input_arguments, agreement, load_masks, prepare_inputs  # noqa: E402
 from fast_path import EXACT, step_worker  # noqa: E402
 

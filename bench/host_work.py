@@ -29,17 +29,17 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-
 from engine import REALSAMPLES, make_scenes
+
+from samrs_ray.config import JobConfig
+from samrs_ray.inputs.formats import LABEL_FORMATS
+from samrs_ray.inputs.listing import IMAGE_SUFFIXES, list_sizes, pair_by_stem
+from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import graph, stages
 from samrs_ray.job.actor import MaskActor
-from samrs_ray.classes import PRESETS
-from samrs_ray.config import JobConfig
-from samrs_ray.formats import LABEL_FORMATS
-from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes, pair_by_stem
+from samrs_ray.job.rows import Kind, Status
 from samrs_ray.masks.backend import TileMasks
-from samrs_ray.plan import group_scenes
-from samrs_ray.rows import Kind, Status
+from samrs_ray.planning.plan import group_scenes
 
 # Ray Data is loaded (and pandas with it) in the job's workers: a first import is no stage's cost
 importlib.import_module("ray.data")

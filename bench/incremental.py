@@ -28,11 +28,11 @@ import ray
 from PIL import Image
 from ray._private import internal_api
 
-from samrs_ray import incremental, scene_cache, storage
-from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
-from samrs_ray.formats import LABEL_FORMATS
-from samrs_ray.inputs import IMAGE_SUFFIXES, list_sizes
+from samrs_ray.dataset import incremental, scene_cache, storage
+from samrs_ray.inputs.formats import LABEL_FORMATS
+from samrs_ray.inputs.listing import IMAGE_SUFFIXES, list_sizes
+from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import generate
 
 

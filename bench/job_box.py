@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import ray
-
 from engine import REALSAMPLES, make_scenes
-from samrs_ray.classes import PRESETS
+
 from samrs_ray.config import JobConfig
-from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
+from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import generate
+from samrs_ray.masks.busy import BUSY_LOG, busy_seconds, read_busy_log
 
 
 def main() -> None:

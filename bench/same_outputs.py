@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from samrs_ray import layout, manifest
+from samrs_ray.dataset import layout, manifest
 
 WHERE_COLUMNS = {"created_at", "source_uri", "label_source_uri", "image_uri", "label_uri", "color_uri"}
 

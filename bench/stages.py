@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-
 from engine import Spec, add_input_arguments, job_config, planned_tiles, prepare_inputs, timed
+
 from samrs_ray.job import resolve_engine
 from samrs_ray.job.actor import MaskActor
 

@@ -16,8 +16,8 @@ import tracemalloc
 
 import numpy as np
 
-from samrs_ray.annotation import Annotation, enclosing_box
-from samrs_ray.tiling import cut_tile, objects_in_window, plan_windows
+from samrs_ray.inputs.annotation import Annotation, enclosing_box
+from samrs_ray.planning.tiling import cut_tile, objects_in_window, plan_windows
 
 PAD = (104, 116, 124)
 

@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from samrs_ray.classes import PROMPT_TYPES, Preset
-from samrs_ray.masks.model_types import IMAGE_BATCH, MODEL_TYPES
 from samrs_ray.encoding.labelmap import PAINT_ORDERS
-from samrs_ray.scenes import DEFAULT_MAX_PIXELS
+from samrs_ray.errors import ConfigError
+from samrs_ray.inputs.images import DEFAULT_MAX_PIXELS
+from samrs_ray.inputs.presets import PROMPT_TYPES, Preset
+from samrs_ray.masks.model_types import IMAGE_BATCH, MODEL_TYPES
 
 # Bumped when the output of the same inputs and settings changes (a bug fix in the recipe),
 # so that an incremental run recomputes everything once.
@@ -30,10 +31,6 @@ def default_cache_dir() -> str:
     """Where remote checkpoints are cached on *this* node: each node resolves its own home, since
     the driver's may not exist on a worker."""
     return os.path.join(os.path.expanduser("~"), ".cache", "samrs-ray")
-
-
-class ConfigError(ValueError):
-    """The run cannot start as configured (the message says what to change)."""
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
-from samrs_ray.classes import PRESETS
 from samrs_ray.config import JobConfig
+from samrs_ray.dataset import layout, manifest
+from samrs_ray.inputs.listing import ScenePair
+from samrs_ray.inputs.presets import PRESETS
+from samrs_ray.planning.plan import PlanSettings
 
 
 def config(images: Any, labels: Any, out: Any, preset: str = "sota", preset_changes: Optional[dict] = None,
@@ -59,7 +63,7 @@ def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_versions", "
 def dataset_rows(out: str, table: str, storage_options: Optional[dict] = None, drop: tuple[str, ...] = ("created_at",),
                  version: Optional[str] = None):
     """A committed table as sorted row dicts (columns in `drop` removed), for comparing datasets."""
-    from samrs_ray import manifest
+    from samrs_ray.dataset import manifest
 
     rows = manifest.read_dataset(out, table, storage_options, version=version).to_pylist()
     for row in rows:
@@ -72,3 +76,40 @@ def local_path(uri: str) -> Path:
     """A local dataset's file URI (the tiles table's label_uri, color_uri, image_uri) as a Path."""
     return Path(uri.removeprefix("file://"))
 
+
+SOTA = PRESETS["sota"]
+
+
+def settings(preset=SOTA) -> PlanSettings:
+    return PlanSettings(preset, digest="settings-digest", max_pixels=10**8, storage_options={})
+
+
+def scene(tmp_path: Path, name: str = "S1", size=(1500, 900), boxes=None) -> ScenePair:
+    boxes = boxes or [("plane", 100, 100, 200, 180), ("ship", 1300, 700, 1400, 760)]
+    write_scene(tmp_path, name, size, boxes)
+    return ScenePair(name, str(tmp_path / "images" / f"{name}.png"), str(tmp_path / "labelTxt" / f"{name}.txt"))
+
+
+def tiles_table(tile_fps: dict[str, str], source: str = "/i/S1.png") -> pa.Table:
+    """Tiles rows whose PNGs are named as the job names them (key: the fingerprint, here for
+    tiles/ too), under any root: the index goes by file name."""
+    return pa.Table.from_pylist([{
+        "tile_id": t, "subset": "sota", "source_uri": source, "label_source_uri": "/l/S1.txt", "x0": 0, "y0": 0,
+        "width": 8, "height": 8, "image_uri": layout.png_path("file:///elsewhere", "tiles", t, fp),
+        "label_uri": layout.png_path("file:///elsewhere", "labels", t, fp),
+        "color_uri": layout.png_path("file:///elsewhere", "color", t, fp), "n_instances": 1,
+        "fingerprint": fp, "model": "box-fill", "created_at": "2026-12-02T00:00:00+00:00",
+    } for t, fp in tile_fps.items()], schema=manifest.TILES)
+
+
+def instances_table(tiles: list[str]) -> pa.Table:
+    return pa.Table.from_pylist([{
+        "tile_id": t, "instance_id": 0, "class_id": 4, "class_name": "plane", "difficult": False,
+        "prompt_type": "hbox", "prompt_box": [0, 0, 4, 4], "polygon": None,
+        "mask_rle": {"counts": "0", "height": 8, "width": 8}, "area": 0, "predicted_iou": 1.0,
+        "mask_box": None, "source_uri": "/l/S1.txt", "source_line": 1,
+    } for t in tiles], schema=manifest.INSTANCES)
+
+
+def write_shard(fs, out: str, tile_fps: dict[str, str]) -> str:
+    return manifest.write_shard(fs, out, tiles_table(tile_fps), instances_table(list(tile_fps)))

@@ -1,3 +1,3 @@
 """The output encoding, apart from the engine that makes masks (masks/): label maps from
-instance masks (labelmap.py), COCO RLE (rle.py), and the PNG files (png.py). outputs.py puts
-them together into a tile's files and rows."""
+instance masks (labelmap.py), COCO RLE (rle.py), masks cropped to their boxes (crops.py) and the
+PNG files (png.py); tile.py puts them together into a tile's files and rows."""

@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from samrs_ray.classes import IGNORE_ID
 from samrs_ray.encoding.crops import MaskCrop, crops_of_masks
+from samrs_ray.inputs.presets import IGNORE_ID
 
 # 'annotation': paint in annotation order, the later instance wins an overlap (SAMRS's rule).
 # 'area-desc': paint the larger instances first, so a small object on a large one stays visible.

@@ -29,7 +29,7 @@ from typing import Sequence
 import deflate
 import numpy as np
 
-from samrs_ray.classes import IGNORE_ID
+from samrs_ray.inputs.presets import IGNORE_ID
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GREY, RGB, PALETTE = 0, 2, 3  # PNG colour types

@@ -14,13 +14,13 @@ from typing import Any, Optional
 import numpy as np
 
 from samrs_ray.config import JobConfig
-from samrs_ray.faults import crash_point
+from samrs_ray.encoding.tile import tile_pixels
+from samrs_ray.job.faults import crash_point
+from samrs_ray.job.rows import Stage, Status, fail, indices, put_rows, row_at
 from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
-from samrs_ray.outputs import tile_pixels
-from samrs_ray.plan import tile_prompts
-from samrs_ray.rows import Stage, Status, fail, indices, put_rows, row_at
+from samrs_ray.planning.plan import tile_prompts
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def model_checksum(config: JobConfig) -> str:
     is processed ('' for the box backend and for tiny SAM with random weights)."""
     if config.model == "box":
         return ""
-    from samrs_ray.masks.checkpoint_files import checkpoint_source, checked_sha256
+    from samrs_ray.masks.checkpoint_files import checked_sha256, checkpoint_source
 
     # A file this node already checked (the same version) needs neither torch nor reading again.
     source = checkpoint_source(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)

@@ -15,13 +15,13 @@ from typing import Any, Optional
 import fsspec
 import pyarrow as pa
 
-from samrs_ray import incremental, layout, manifest, storage, versions
-from samrs_ray.annotation import InputIssue
 from samrs_ray.config import JobConfig
-from samrs_ray.faults import crash_point
-from samrs_ray.outputs import tile_uris
-from samrs_ray.rows import NODE_COLUMNS, Kind, Status, error_row
-from samrs_ray.versions import RunRecord
+from samrs_ray.dataset import incremental, layout, manifest, storage, versions
+from samrs_ray.dataset.versions import RunRecord
+from samrs_ray.encoding.tile import tile_uris
+from samrs_ray.inputs.annotation import InputIssue
+from samrs_ray.job.faults import crash_point
+from samrs_ray.job.rows import NODE_COLUMNS, Kind, Status, error_row
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
            ) -> RunRecord:
     """Write the version the run's rows make, commit it as the version after `committed`, clean
     up; returns the committed record. `unread`: the scenes the store did not give, {image uri:
-    (scene, why)}, whose committed tiles stay. Raises versions.ConcurrentRunError when another
+    (scene, why)}, whose committed tiles stay. Raises ConcurrentRunError when another
     run committed since this one started."""
     partial = outcome.keep_committed(index, committed, unread)
     new_shards = index_new_shards(fs, out, index, outcome, config.write_color)

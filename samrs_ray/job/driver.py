@@ -12,17 +12,20 @@ import fsspec
 import ray
 
 import samrs_ray
-from samrs_ray import faults, incremental, preflight, scene_cache, storage, versions
-from samrs_ray.capacity import wait_for_gpus
-from samrs_ray.config import ConfigError, JobConfig
+from samrs_ray.config import JobConfig
+from samrs_ray.dataset import incremental, scene_cache, storage, versions
+from samrs_ray.dataset.versions import RunRecord
+from samrs_ray.errors import ConcurrentRunError, ConfigError, RunFailed
+from samrs_ray.inputs import preflight
+from samrs_ray.job import faults
 from samrs_ray.job.actor import model_checksum
+from samrs_ray.job.capacity import wait_for_gpus
 from samrs_ray.job.commit import Outcome, finish, stage_nodes
 from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
+from samrs_ray.job.progress import Progress
+from samrs_ray.job.rows import Status, error_row
 from samrs_ray.job.stages import stage_settings
-from samrs_ray.plan import group_scenes
-from samrs_ray.progress import Progress
-from samrs_ray.rows import Status, error_row
-from samrs_ray.versions import RunRecord
+from samrs_ray.planning.plan import group_scenes
 
 
 def run_id_now() -> str:
@@ -49,7 +52,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     try:
         with versions.Lease(fs, out, run_id):
             record = work(fs, out, config, run_id, started, checksum, inputs, say, clock)
-    except (versions.ConcurrentRunError, ConfigError):  # their own words, and exit codes, already
+    except (ConcurrentRunError, ConfigError):  # their own words, and exit codes, already
         raise
     except Exception as error:  # storage or cluster trouble mid-run: say what, and what is safe
         raise RunFailed(f"{config.out}: the run stopped before its commit: {root_cause(error)}. The committed "
@@ -60,10 +63,6 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
             clock.lap("shutdown")
     say(summary_text(record, clock))
     return record
-
-
-class RunFailed(RuntimeError):
-    """A run that stopped before committing; the committed version is as it was."""
 
 
 # "OSError: [Errno 28] No space left on device": the line that ends a Python traceback

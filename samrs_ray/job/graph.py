@@ -18,13 +18,13 @@ from typing import Any, Optional
 import ray
 
 from samrs_ray.config import JobConfig
-from samrs_ray.inputs import ScenePair
+from samrs_ray.inputs.listing import ScenePair
 from samrs_ray.job.actor import MaskActor
+from samrs_ray.job.progress import Progress
+from samrs_ray.job.rows import HEAVY_COLUMNS, Kind, Status
 from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU
-from samrs_ray.plan import PlanSettings
-from samrs_ray.progress import Progress
-from samrs_ray.rows import HEAVY_COLUMNS, Kind, Status
+from samrs_ray.planning.plan import PlanSettings
 
 ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
 

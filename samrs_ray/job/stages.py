@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from samrs_ray import manifest, storage
 from samrs_ray.config import JobConfig
-from samrs_ray.faults import crash_point
-from samrs_ray.inputs import ScenePair
-from samrs_ray.outputs import encode_tile, tile_uris
-from samrs_ray.plan import PlanSettings, plan_scene, settings_digest
-from samrs_ray.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at, with_instances
+from samrs_ray.dataset import manifest, storage
+from samrs_ray.encoding.tile import encode_tile, tile_uris
+from samrs_ray.inputs.listing import ScenePair
+from samrs_ray.job.faults import crash_point
+from samrs_ray.job.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at, with_instances
+from samrs_ray.planning.plan import PlanSettings, plan_scene, settings_digest
 
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 

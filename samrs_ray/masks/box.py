@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from samrs_ray.geometry import box_corners, fill_polygon
 from samrs_ray.masks.backend import PromptBatch, TileMasks
+from samrs_ray.planning.geometry import box_corners, fill_polygon
 
 
 class BoxBackend:

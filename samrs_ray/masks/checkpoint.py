@@ -17,8 +17,9 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from samrs_ray.errors import CheckpointError
 from samrs_ray.masks.checkpoint_files import checkpoint_source, file_sha256, remember
-from samrs_ray.masks.model_types import MODEL_TYPES, CheckpointError
+from samrs_ray.masks.model_types import MODEL_TYPES
 
 TINY_DEPTH = 2
 TINY_EMBED_DIM = 64

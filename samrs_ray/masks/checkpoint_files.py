@@ -18,8 +18,9 @@ from typing import Optional
 
 import fsspec
 
-from samrs_ray import storage
-from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS, CheckpointError
+from samrs_ray.dataset import storage
+from samrs_ray.errors import CheckpointError
+from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS
 
 
 def checkpoint_source(

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 
-
 KERNELS = ("sdpa", "flash-relpos")
 
 

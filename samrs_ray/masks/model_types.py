@@ -14,9 +14,6 @@ IMAGE_BATCH = 4
 PROMPT_CHUNK_GPU, PROMPT_CHUNK_CPU = 64, 4
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be fetched or used; the message names the URI and the problem."""
-
 # The release files named in the segment-anything README.
 OFFICIAL_CHECKPOINTS: dict[str, str] = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",

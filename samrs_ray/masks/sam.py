@@ -34,7 +34,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samrs_ray.classes import PROMPT_TYPES
+from samrs_ray.inputs.presets import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch, TileMasks
 from samrs_ray.masks.fast_attention import KERNELS, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory

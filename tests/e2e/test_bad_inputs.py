@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from samrs_ray import manifest
+from samrs_ray.dataset import manifest
 from samrs_ray.job import generate
 from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests.datasets import config

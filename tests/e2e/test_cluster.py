@@ -393,7 +393,7 @@ def test_rayjob_spec_has_what_kuberay_requires() -> None:
 
 
 def test_entrypoint_declares_the_gpu_and_the_cli_accepts_it() -> None:
-    from samrs_ray.cli import build_parser  # the contract: samrs-ray generate and jobs/generate.py
+    from samrs_ray.cli.parser import build_parser  # the contract: samrs-ray generate and jobs/generate.py
 
     words = shlex.split(one("rayjob", "RayJob")["spec"]["entrypoint"])
     assert words[:2] == ENTRY_SCRIPT, f"the entrypoint must start with {' '.join(ENTRY_SCRIPT)}"

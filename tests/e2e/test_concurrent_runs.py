@@ -16,9 +16,9 @@ from typing import Optional
 
 import pytest
 
-from samrs_ray import layout, manifest, storage, versions
+from samrs_ray.dataset import layout, manifest, storage, versions
+from samrs_ray.errors import ConcurrentRunError
 from samrs_ray.job import generate
-from samrs_ray.versions import ConcurrentRunError
 from tests import REPO
 from tests.datasets import config, dataset_rows, synthetic_scenes
 

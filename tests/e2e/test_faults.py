@@ -24,9 +24,10 @@ from typing import Iterator
 import pytest
 import torch
 
-from samrs_ray import layout, manifest, storage, versions
-from samrs_ray.faults import CRASH_AT_ENV
-from samrs_ray.job import RunFailed, driver, generate
+from samrs_ray.dataset import layout, manifest, storage, versions
+from samrs_ray.errors import RunFailed
+from samrs_ray.job import driver, generate
+from samrs_ray.job.faults import CRASH_AT_ENV
 from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests import REPO
 from tests.datasets import config, dataset_rows, local_path, synthetic_scenes

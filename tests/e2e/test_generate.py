@@ -13,13 +13,14 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samrs_ray import manifest, versions
-from samrs_ray.classes import IGNORE_ID, PRESETS
-from samrs_ray.cli import format_runs, main
-from samrs_ray.formats import read_labels
+from samrs_ray.cli import main
+from samrs_ray.cli.commands import format_runs
+from samrs_ray.dataset import manifest, versions
 from samrs_ray.encoding.rle import decode_rle
+from samrs_ray.inputs.formats import read_labels
+from samrs_ray.inputs.presets import IGNORE_ID, PRESETS
 from samrs_ray.job import generate
-from samrs_ray.tiling import objects_in_window, plan_windows, tile_id
+from samrs_ray.planning.tiling import objects_in_window, plan_windows, tile_id
 from tests.datasets import config, dataset_rows, file_digests, local_path, synthetic_scenes, write_scene
 
 pytestmark = pytest.mark.slow
@@ -183,7 +184,7 @@ def test_nothing_to_process_is_an_error(tmp_path: Path, local_ray) -> None:
 
 
 def _fs(out: Path):
-    from samrs_ray import storage
+    from samrs_ray.dataset import storage
 
     return storage.open_fs(str(out))
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samrs_ray import manifest
+from samrs_ray.dataset import manifest
 from samrs_ray.job import generate
 from tests import REPO
 from tests.datasets import config, dataset_rows, local_path

@@ -26,7 +26,7 @@ from typing import Optional
 import pytest
 import torch
 
-from samrs_ray import manifest, storage, versions
+from samrs_ray.dataset import manifest, storage, versions
 from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests.datasets import dataset_rows, synthetic_scenes
 from tests.raycluster import RayCluster, fake_autoscaling_config

@@ -14,7 +14,7 @@ import fsspec
 import pytest
 
 from samrs_ray import cli
-from samrs_ray.faults import CRASH_AT_ENV
+from samrs_ray.job.faults import CRASH_AT_ENV
 from tests import REPO
 from tests.datasets import dataset_rows, synthetic_scenes, write_scene
 from tests.faultproxy import FaultProxy

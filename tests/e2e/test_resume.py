@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from samrs_ray import manifest, storage, versions
+from samrs_ray.dataset import manifest, storage, versions
 from samrs_ray.job import generate
 from tests import REPO
 from tests.datasets import config, dataset_rows, local_path, synthetic_scenes

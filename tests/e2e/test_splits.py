@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from samrs_ray import manifest
 from samrs_ray.cli import main
-from samrs_ray.reader import TileDataset
+from samrs_ray.dataset import manifest
+from samrs_ray.handoff.reader import TileDataset
 from tests.datasets import file_digests, synthetic_scenes
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from samrs_ray import layout, manifest, storage, versions
+from samrs_ray.dataset import layout, manifest, storage, versions
 from samrs_ray.job import generate
 from tests.datasets import config, dataset_rows, file_digests, local_path
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from samrs_ray.classes import IGNORE_ID
 from samrs_ray.encoding.crops import crop_of, crops_of_masks, crops_of_packed
 from samrs_ray.encoding.labelmap import paint_crops, paint_label_map
 from samrs_ray.encoding.rle import describe_crop, describe_mask
+from samrs_ray.inputs.presets import IGNORE_ID
 from samrs_ray.masks.backend import pack_masks
 
 

@@ -10,24 +10,26 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samrs_ray.classes import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.encoding.labelmap import PAINT_ORDERS, paint_label_map
 from samrs_ray.encoding.png import color_png, image_png, label_png, label_pngs
-from samrs_ray.encoding.rle import (MaskSummary, counts_to_string, counts_to_strings, decode_rle, describe_mask, mask_box,
-                                 string_to_counts)
+from samrs_ray.encoding.rle import (
+    MaskSummary,
+    counts_to_string,
+    counts_to_strings,
+    decode_rle,
+    describe_mask,
+    mask_box,
+    string_to_counts,
+)
+from samrs_ray.inputs.presets import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.masks.backend import pack_masks, unpack_masks
+from tests.encoding.helpers import encode_rle, run_lengths
 
 ISAID_COLOURS = {(0, 127, 127): "large-vehicle", (0, 0, 127): "small-vehicle"}  # SOURCES.md
 
 
-def encode_rle(mask: np.ndarray) -> str:
-    """mask (H, W) bool -> COCO compressed counts string, as the job writes it."""
-    return describe_mask(mask).counts
 
 
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """mask (H, W) bool -> COCO uncompressed counts, as the job writes them."""
-    return string_to_counts(encode_rle(mask))
 
 
 def isaid_p0004(realsamples) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from samrs_ray import incremental, layout, storage
+from samrs_ray.dataset import incremental, layout, storage
 from samrs_ray.job.commit import check_present
-from tests.test_incremental import write_shard
+from tests.datasets import write_shard
 
 
 def test_a_version_with_a_vanished_file_is_refused(tmp_path: Path) -> None:

@@ -1,14 +1,15 @@
 """What a run asks of the cluster is declared, and every engine default follows from the
-declaration, never from which nodes are up (job.graph.resolve_engine, cli.refuse_relative_paths)."""
+declaration, never from which nodes are up (job.graph.resolve_engine, parser.refuse_relative_paths)."""
 
 from __future__ import annotations
 
 import pytest
 
 from samrs_ray import cli
-from samrs_ray.config import ConfigError
+from samrs_ray.cli import parser
+from samrs_ray.errors import ConfigError
 from samrs_ray.job import resolve_engine
-from samrs_ray.plan import settings_digest
+from samrs_ray.planning.plan import settings_digest
 from tests.datasets import config
 
 
@@ -68,7 +69,7 @@ GENERATE = ["generate", "--preset", "sota", "--model", "box"]
 
 
 def test_inside_a_ray_job_relative_paths_are_refused_before_any_work(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.setenv(cli.RAY_JOB_ENV, "{}")
+    monkeypatch.setenv(parser.RAY_JOB_ENV, "{}")
     code = cli.main([*GENERATE, "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
                      "--out", "out/sota"])
     assert code == 2
@@ -77,13 +78,13 @@ def test_inside_a_ray_job_relative_paths_are_refused_before_any_work(monkeypatch
 
 
 def test_absolute_paths_and_uris_pass_inside_a_ray_job(monkeypatch) -> None:
-    monkeypatch.setenv(cli.RAY_JOB_ENV, "{}")
-    args = cli.build_parser().parse_args([*GENERATE, "--images", "/data/images", "--labels", "s3://b/labels",
+    monkeypatch.setenv(parser.RAY_JOB_ENV, "{}")
+    args = parser.build_parser().parse_args([*GENERATE, "--images", "/data/images", "--labels", "s3://b/labels",
                                           "--out", "gs://b/out", "--checkpoint", "file:///models/sam.pth"])
-    cli.refuse_relative_paths(args)  # no error
+    parser.refuse_relative_paths(args)  # no error
 
 
 def test_outside_a_ray_job_relative_paths_are_fine(monkeypatch) -> None:
-    monkeypatch.delenv(cli.RAY_JOB_ENV, raising=False)
-    cli.refuse_relative_paths(cli.build_parser().parse_args([*GENERATE, "--images", "i", "--labels", "l",
+    monkeypatch.delenv(parser.RAY_JOB_ENV, raising=False)
+    parser.refuse_relative_paths(parser.build_parser().parse_args([*GENERATE, "--images", "i", "--labels", "l",
                                                              "--out", "o"]))

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 from shapely.geometry import Polygon, box
 
-from samrs_ray.formats import parse_dota
+from samrs_ray.inputs.formats import parse_dota
 from samrs_ray.masks.backend import MaskBackend, PromptBatch
-from samrs_ray.geometry import fill_polygon
 from samrs_ray.masks.box import BoxBackend
-from samrs_ray.prompts import build_prompts
-from samrs_ray.tiling import objects_in_window, plan_windows
+from samrs_ray.planning.geometry import fill_polygon
+from samrs_ray.planning.prompts import build_prompts
+from samrs_ray.planning.tiling import objects_in_window, plan_windows
 
 
 def test_integer_box_fills_exactly_its_pixels():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import fsspec
@@ -17,8 +17,6 @@ import torch
 from segment_anything import sam_model_registry
 
 from samrs_ray.masks import checkpoint_files
-from samrs_ray.masks.checkpoint_files import cache_name, fetch_checkpoint, sha256_file
-from samrs_ray.masks.model_types import OFFICIAL_CHECKPOINTS
 from samrs_ray.masks.checkpoint import (
     MODEL_TYPES,
     CheckpointError,
@@ -27,6 +25,8 @@ from samrs_ray.masks.checkpoint import (
     guess_model_type,
     load_sam,
 )
+from samrs_ray.masks.checkpoint_files import cache_name, fetch_checkpoint, sha256_file
+from samrs_ray.masks.model_types import OFFICIAL_CHECKPOINTS
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,7 @@ def test_a_checkpoint_this_node_checked_is_not_checked_again_nor_torch_imported(
     cache = tmp_path / "cache"
     script = (
         "import sys, json\n"
-        "from samrs_ray.classes import PRESETS\nfrom samrs_ray.config import JobConfig\n"
+        "from samrs_ray.inputs.presets import PRESETS\nfrom samrs_ray.config import JobConfig\n"
         "from samrs_ray.job.actor import model_checksum\n"
         f"config = JobConfig(preset=PRESETS['sota'], images='i', labels='l', out='o', model='sam', model_type='tiny',"
         f" checkpoint={str(tiny_checkpoint)!r}, cache_dir={str(cache)!r})\n"

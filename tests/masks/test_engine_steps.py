@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from samrs_ray.formats.dota import parse_dota
+from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import unpack_masks
 from samrs_ray.masks.checkpoint import build_sam
 from samrs_ray.masks.fast_attention import flash_relpos_forward, sdpa_forward
 from samrs_ray.masks.sam import EngineSettings, SamBackend, pad_rows, supports_bfloat16
-from tests.masks.test_sam import box_prompts, crop_with_boxes
+from tests.masks.helpers import box_prompts, crop_with_boxes
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

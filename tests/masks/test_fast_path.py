@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from segment_anything.modeling.image_encoder import Attention
 
-from samrs_ray.formats.dota import parse_dota
+from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import TileMasks, unpack_masks
 from samrs_ray.masks.box import BoxBackend
 from samrs_ray.masks.busy import BUSY_LOG, BusyInterval, busy_seconds, read_busy_log, timed_predict
@@ -29,7 +29,7 @@ from samrs_ray.masks.checkpoint import build_sam
 from samrs_ray.masks.fast_attention import sdpa_forward, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads, supports_bfloat16
-from tests.masks.test_sam import box_prompts, crop_with_boxes
+from tests.masks.helpers import box_prompts, crop_with_boxes, randomise_rel_pos
 
 MAX_PIXELS_PER_MASK = 4
 
@@ -42,13 +42,6 @@ def uses_sdpa(module: torch.nn.Module) -> bool:
                for child in module.modules())
 
 
-def randomise_rel_pos(model: torch.nn.Module, seed: int = 1) -> None:
-    """Non-zero relative-position tables, the same for every model given the same seed."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "rel_pos" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
 def test_sdpa_attention_equals_the_original_attention():
@@ -236,7 +229,7 @@ def test_masks_packed_on_cuda_equal_the_host_masks(p0004_tile):
 
 def test_the_job_actor_builds_the_engine_from_the_command_line(tmp_path: Path):
     """`--compile` and the job's fixed engine choices (SDPA, masks packed) reach the actor's SamBackend."""
-    from samrs_ray.cli import build_parser, config_from_args
+    from samrs_ray.cli.parser import build_parser, config_from_args
     from samrs_ray.job.actor import MaskActor
 
     args = build_parser().parse_args(["generate", "--images", str(tmp_path / "i"), "--labels", str(tmp_path / "l"),

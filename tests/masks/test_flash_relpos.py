@@ -22,11 +22,20 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import Attention
 
-from samrs_ray.masks.fast_attention import (decomposed_rel_pos, flash_relpos_forward, rel_pos_bias, sdpa_forward,
-                                            use_sdpa)
-from samrs_ray.masks.flash_relpos import (check_shapes, reference_relpos_attention, relpos_attention,
-                                          sdpa_relpos_attention)
-from tests.masks.test_fast_path import randomise_rel_pos
+from samrs_ray.masks.fast_attention import (
+    decomposed_rel_pos,
+    flash_relpos_forward,
+    rel_pos_bias,
+    sdpa_forward,
+    use_sdpa,
+)
+from samrs_ray.masks.flash_relpos import (
+    check_shapes,
+    reference_relpos_attention,
+    relpos_attention,
+    sdpa_relpos_attention,
+)
+from tests.masks.helpers import randomise_rel_pos
 
 INTERPRETED = r"""
 import json, sys
@@ -35,7 +44,7 @@ from segment_anything.modeling.image_encoder import Attention
 from samrs_ray.masks import flash_relpos
 from samrs_ray.masks.fast_attention import use_sdpa
 from samrs_ray.masks.flash_relpos import reference_relpos_attention, triton_relpos_attention
-from tests.masks.test_fast_path import randomise_rel_pos
+from tests.masks.helpers import randomise_rel_pos
 
 assert flash_relpos.interpreting()
 torch.manual_seed(0)

@@ -19,30 +19,18 @@ import torch
 from PIL import Image
 from segment_anything import SamPredictor, sam_model_registry
 
-from samrs_ray.formats.dota import parse_dota
+from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import PromptBatch, TileMasks, unpack_masks
 from samrs_ray.masks.checkpoint import build_sam
 from samrs_ray.masks.sam import EngineSettings, SamBackend, pack_bits, supports_bfloat16
+from tests.masks.helpers import box_prompts, crop_with_boxes
 
 MAX_PIXELS_PER_MASK = 4
 TILE = 1024
 
 
-def box_prompts(boxes: np.ndarray) -> PromptBatch:
-    return PromptBatch("hbox", boxes.astype(np.float32), np.full((len(boxes), 8), np.nan, np.float32))
 
 
-def crop_with_boxes(image: np.ndarray, labels, y0: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 824-wide, TILE-high window at row y0, and the hboxes with >= 70% of their area in it."""
-    tile = image[y0 : y0 + TILE]
-    height, width = tile.shape[:2]
-    boxes = []
-    for annotation in labels.annotations:
-        x0, top, x1, bottom = annotation.hbox
-        clipped = np.clip([x0, top - y0, x1, bottom - y0], 0, [width, height, width, height])
-        if (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) >= 0.7 * (x1 - x0) * (bottom - top):
-            boxes.append(clipped)
-    return tile, np.array(boxes, np.float32)
 
 
 @pytest.fixture(scope="module")

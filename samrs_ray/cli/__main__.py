@@ -1,0 +1,7 @@
+"""`python -m samrs_ray.cli`: the `samrs-ray` command."""
+
+import sys
+
+from samrs_ray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""The dataset's manifests: Arrow schemas and Parquet shards, and reading a committed version.
+
+Layout under <out> (layout.py has every path):
+
+    manifest/tiles/<shard>.parquet       one row per tile       (TILES)
+    manifest/instances/<shard>.parquet   one row per instance   (INSTANCES), same shard name
+    manifest/errors/<run_id>.parquet     one row per unusable input (ERRORS)
+
+A dataset version is the set of shards that its record lists (versions.py); shard files that
+no record lists (a killed run's) are invisible to readers. A shard is named by the hash of the
+(tile_id, fingerprint) pairs it holds, and a shard file once written is never written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Iterable, Optional, Union
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from samrs_ray.dataset import layout, storage, versions
+
+TILES = pa.schema([
+    ("tile_id", pa.string()),
+    ("subset", pa.string()),
+    ("split", pa.string()),  # the scene's split: train, val, test, trainval, ... (null: written before splits)
+    ("source_uri", pa.string()),  # the scene image the tile was cut from
+    ("label_source_uri", pa.string()),  # the detection label file
+    ("x0", pa.int32()),
+    ("y0", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("image_uri", pa.string()),  # tiles/<id>.png when cut from a larger scene, else source_uri
+    ("label_uri", pa.string()),
+    ("color_uri", pa.string()),
+    ("n_instances", pa.int32()),
+    ("fingerprint", pa.string()),
+    ("model", pa.string()),
+    ("created_at", pa.string()),  # ISO 8601 UTC, when this tile was computed
+])
+
+RLE = pa.struct([("counts", pa.string()), ("height", pa.int32()), ("width", pa.int32())])
+
+INSTANCES = pa.schema([
+    ("tile_id", pa.string()),
+    ("instance_id", pa.int32()),  # 0-based, in annotation (paint) order within the tile
+    ("class_id", pa.int32()),
+    ("class_name", pa.string()),
+    ("difficult", pa.bool_()),
+    ("prompt_type", pa.string()),
+    ("prompt_box", pa.list_(pa.float32(), 4)),  # xyxy, tile pixels
+    ("polygon", pa.list_(pa.float32(), 8)),  # tile pixels; null for horizontal-box sources
+    ("mask_rle", RLE),  # COCO compressed RLE (pycocotools: {'size': [h, w], 'counts': ...})
+    ("area", pa.int64()),
+    ("predicted_iou", pa.float32()),
+    ("mask_box", pa.list_(pa.float32(), 4)),  # xyxy, x1/y1 exclusive; null for an empty mask
+    ("source_uri", pa.string()),
+    ("source_line", pa.int32()),
+])
+
+ERRORS = pa.schema([
+    ("source_uri", pa.string()),
+    ("line", pa.int32()),
+    ("stage", pa.string()),  # pair | read | tile | infer | write
+    ("reason", pa.string()),
+    ("tile_id", pa.string()),  # set when the problem belongs to one tile
+])
+
+TABLES = {"tiles": TILES, "instances": INSTANCES, "errors": ERRORS}
+
+
+def shard_name(rows: Iterable[tuple[str, ...]]) -> str:
+    """Name of the shard holding these (tile_id, fingerprint, split) rows: order-free, derived
+    from the content, so a scene moved to another split lands in a shard of another name."""
+    digest = hashlib.sha256()
+    for row in sorted(rows):
+        digest.update(("\0".join(row) + "\n").encode())
+    return digest.hexdigest()[:24]
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    storage.write_atomic(fs, path, table_bytes(table))
+
+
+def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """A Parquet file, or these columns of it; a column that a file written by an older version
+    lacks comes back as nulls (TILES' split, for one)."""
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        present = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=None if columns is None else [c for c in columns if c in present])
+    for column in columns or ():
+        if column not in present:
+            table = table.append_column(column, pa.nulls(table.num_rows, pa.string()))
+    return table.select(columns) if columns else table
+
+
+def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:
+    """Write one shard pair; instances first, so a tiles file never points at missing instances.
+    A pair of that name already there holds the same tiles and is left as it is: a committed
+    version may be reading it."""
+    splits = [split or "" for split in tiles.column("split").to_pylist()]
+    name = shard_name(zip(tiles.column("tile_id").to_pylist(), tiles.column("fingerprint").to_pylist(), splits))
+    if storage.exists(fs, layout.shard_path(out, "tiles", name)):
+        return name
+    write_table(fs, layout.shard_path(out, "instances", name), instances.cast(INSTANCES))
+    write_table(fs, layout.shard_path(out, "tiles", name), tiles.cast(TILES))
+    return name
+
+
+def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
+                  version: Union[int, str, None] = None) -> list[str]:
+    """Paths of the shards of `table` ('tiles', 'instances' or 'errors') in a committed version
+    (number or run id; None: the latest)."""
+    record = versions.find(fs, out, version)
+    names = record.errors if table == "errors" else record.shards
+    return [layout.shard_path(out, table, n) for n in names]
+
+
+def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
+                 columns: Optional[list[str]] = None, version: Union[int, str, None] = None) -> pa.Table:
+    """One table of a committed version (number or run id; None: the latest), whole, in this
+    process: for tests and small datasets. Large ones: `ray.data.read_parquet(dataset_uris(...))`."""
+    fs, root = storage.open_fs(out, storage_options)
+    schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
+    parts = [read_table(fs, p, columns or schema.names) for p in dataset_files(fs, root, table, version)]
+    return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
+
+
+def dataset_uris(out: str, table: str, storage_options: Optional[dict] = None,
+                 version: Union[int, str, None] = None) -> list[str]:
+    """Full URIs of a committed table's shards (for ray.data.read_parquet)."""
+    fs, root = storage.open_fs(out, storage_options)
+    return [fs.unstrip_protocol(p) for p in dataset_files(fs, root, table, version)]

@@ -1,0 +1,119 @@
+"""What planning found in each scene, kept by the scene's file versions, so that a rerun over
+unchanged scenes reads none of their bytes.
+
+Planning a scene reads its image and label file, hashes the image and cuts it into windows; its
+rows (the scene's counts, each tile's fingerprint, the unusable objects) depend only on those
+two files' contents and the plan settings. The store reports a version of each file in its
+listing (size and ETag or modification time: storage.version_of), so a scene whose two versions
+and settings are those of an earlier run has the rows that run planned, and a night without
+changes lists the inputs and reads this one file instead of every input byte.
+
+    <out>/_cache/scenes.parquet    one row per planned row, keyed by its scene's `scene_key`
+
+Every scene's outcome is kept, whichever it was: its tiles, no tile (no object, or none of a known
+class), or the error of a file whose bytes are bad. So an unchanged scene replays its outcome and
+a night without changes plans nothing, even where some scenes make no tile.
+
+The file is only a shortcut: a missing or unreadable one means planning from the bytes, as a
+first run does. Not kept: scenes the store did not give (Stage.STORE: the cause may pass), and
+statuses: which tiles are done is decided from the dataset each run (replay). Nothing here knows
+of Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any, Optional
+
+import fsspec
+import pyarrow as pa
+
+from samrs_ray.dataset import layout, manifest
+from samrs_ray.inputs.listing import ScenePair, StoredFile
+from samrs_ray.job.rows import Kind, Stage, Status, empty_row
+from samrs_ray.planning.plan import PlanSettings
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # raised when planning changes what it makes of the same files
+
+# the plan's own columns (rows.py): what a scene's files and the settings decide
+COLUMNS = pa.schema([
+    ("key", pa.string()), ("kind", pa.string()), ("status", pa.string()), ("scene", pa.string()),
+    ("tile_id", pa.string()), ("fingerprint", pa.string()), ("pixels_key", pa.string()),
+    ("source_uri", pa.string()), ("label_source_uri", pa.string()), ("cut", pa.bool_()),
+    ("x0", pa.int64()), ("y0", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
+    ("n_objects", pa.int64()), ("n_windows", pa.int64()), ("n_empty", pa.int64()), ("n_in_tiles", pa.int64()),
+    ("reason", pa.string()), ("stage", pa.string()), ("line", pa.int64()),
+])
+
+Cache = dict[str, list[dict[str, Any]]]  # scene_key -> the scene's plan rows
+
+
+def scene_key(settings: PlanSettings, pair: ScenePair, files: dict[str, StoredFile]) -> Optional[str]:
+    """What a scene's plan depends on: its name, both files and their versions, the plan settings.
+    None when the store reports no version for a file (then the scene is always read)."""
+    image, label = files.get(pair.image_uri), files.get(pair.label_uri)
+    if image is None or label is None or not image.version or not label.version:
+        return None
+    part = [FORMAT, settings.digest, settings.max_pixels, pair.name, pair.image_uri, image.version,
+            pair.label_uri, label.version]
+    return hashlib.sha256(json.dumps(part).encode()).hexdigest()
+
+
+def read(fs: fsspec.AbstractFileSystem, out: str) -> Cache:
+    """The cache as the last run left it; empty when there is none or it does not read."""
+    try:
+        table = manifest.read_table(fs, layout.scene_cache(out), COLUMNS.names)
+    except (OSError, pa.ArrowException, KeyError):
+        return {}
+    cache: Cache = defaultdict(list)
+    for row in table.to_pylist():
+        cache[row.pop("key")].append(row)
+    return dict(cache)
+
+
+def replay(cached: list[dict[str, Any]], known: frozenset[str], split: str) -> list[dict[str, Any]]:
+    """A scene's cached rows as planning them again would give them: each tile 'skipped' when its
+    fingerprint is `known` (done in the dataset), else 'todo' (without pixels: the scene must be
+    planned from its bytes to compute it)."""
+    rows = []
+    for cached_row in cached:
+        row = {**empty_row(), **cached_row, "split": split}
+        if row["kind"] == Kind.TILE:
+            row["status"] = Status.SKIPPED if row["fingerprint"] in known else Status.TODO
+        rows.append(row)
+    return rows
+
+
+def is_store_trouble(row: dict[str, Any]) -> bool:
+    """The store did not give one of the scene's files: the scene is read again next time."""
+    return row["kind"] == Kind.ERROR and row["stage"] == Stage.STORE
+
+
+def write(fs: fsspec.AbstractFileSystem, out: str, rows: list[dict[str, Any]], keys: dict[str, Optional[str]]) -> int:
+    """Keep the plan rows of a run (every scene's, whatever became of its tiles), by `keys`
+    {scene name: scene_key}; returns the number of scenes kept."""
+    by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_scene[row["scene"]].append(row)
+    kept = []
+    for scene, scene_rows in by_scene.items():
+        key = keys.get(scene)
+        if key is None or any(is_store_trouble(r) for r in scene_rows):
+            continue
+        for row in scene_rows:
+            plan_row = {name: row[name] for name in COLUMNS.names if name != "key"}
+            if row["kind"] == Kind.TILE:  # what became of the tile is not the plan's
+                plan_row.update(status=Status.TODO.value, reason="", stage="")
+            kept.append({"key": key, **plan_row})
+    table = pa.Table.from_pylist(kept, schema=COLUMNS)
+    try:
+        manifest.write_table(fs, layout.scene_cache(out), table)
+    except OSError as error:  # a shortcut only: the next run plans from the bytes what it cannot replay
+        log.warning("%s: the scene cache was not written (%s); the next run reads the scenes instead", out, error)
+        return 0
+    return len({row["key"] for row in kept})

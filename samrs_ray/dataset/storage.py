@@ -1,0 +1,177 @@
+"""Reading and writing bytes on any fsspec filesystem, with writes a reader never sees half done."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Optional, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from samrs_ray.errors import StoreError
+
+T = TypeVar("T")
+
+
+def open_fs(uri: str, storage_options: Optional[dict[str, Any]] = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without protocol) for a URI; the S3 endpoint and keys come from
+    storage_options or the standard AWS environment variables (s3fs/botocore read them)."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs, path.rstrip("/")
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+# What object stores say about an object that changes when it is replaced: s3 (ETag,
+# LastModified), gcs (generation, md5Hash, updated), local (mtime), memory (created); size everywhere.
+VERSION_FIELDS = ("size", "ETag", "etag", "LastModified", "generation", "md5Hash", "updated", "mtime", "created")
+
+
+def version_of(info: dict[str, Any]) -> str:
+    """A file's version as the store reports it (an fsspec `info` or `find(detail=True)` entry):
+    one string that changes when the file is replaced, so its bytes need not be read to tell."""
+    return json.dumps({field: str(info[field]) for field in VERSION_FIELDS if field in info}, sort_keys=True)
+
+
+def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:
+    fs, path = open_fs(uri, storage_options)
+    return fs.cat_file(path)
+
+
+# Our own tries come on top of the S3 client's (botocore retries 5xx and throttling within about
+# a second); they ride out a store that is away for several seconds: a restart, a failover.
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 1.0
+
+
+def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
+                 backoff_s: float = READ_BACKOFF_S) -> T:
+    """call() (which reads `uri`), retrying the store's errors with exponential backoff and jitter.
+
+    FileNotFoundError passes at once: the file is gone, which retrying does not change. Any
+    other OSError that persists becomes a StoreError."""
+    tries = 0
+    while True:
+        try:
+            return call()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            tries += 1
+            if tries == attempts:
+                raise StoreError(uri, f"{type(error).__name__}: {error}", attempts) from error
+            time.sleep(backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
+
+
+def read_bytes_retrying(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:
+    return with_retries(uri, lambda: read_bytes(uri, storage_options))
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a whole file so that readers see either nothing or all of it.
+
+    Local disks: write a hidden temp file beside the target, then rename (atomic on POSIX).
+    Object stores: a single PUT is already atomic, so write directly.
+    """
+    if is_local(fs):
+        tmp = temp_beside(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    else:
+        fs.pipe_file(path, data)
+
+
+def temp_beside(path: str, data: bytes) -> str:
+    """Write `data` whole to a hidden temp file in `path`'s folder (created if need be); returns
+    its path. A failed write (a full disk) leaves no half-written temp file behind."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def is_temp(name: str) -> bool:
+    """A temp_beside file's name: left behind only when its writer was killed mid-write."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        return fs.exists(path)
+    except FileNotFoundError:
+        return False
+
+
+def list_names(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    """File names directly in a folder (empty when the folder does not exist)."""
+    try:
+        entries = fs.ls(folder, detail=False, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.basename(e.rstrip("/")) for e in entries)
+
+
+def create_new(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a whole file only if none exists at `path`; False (nothing written) if one does.
+
+    This is what makes a commit safe against a concurrent one. Local disks: a hard link of a
+    complete temp file, which the kernel refuses atomically when the name exists. S3: a
+    conditional PUT (If-None-Match: *, s3fs's mode="create"; AWS S3 and SeaweedFS honour it).
+    Other stores get fsspec's create mode, which is a check then a write on stores without a
+    conditional write of their own: a narrow window in which two writers can both win."""
+    if is_local(fs):
+        tmp = temp_beside(path, data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    try:
+        fs.pipe_file(path, data, mode="create")
+        return True
+    except (FileExistsError, OSError):
+        fs.invalidate_cache(path)
+        if exists(fs, path):  # the precondition failed: someone else's file is there
+            return False
+        raise
+
+
+def list_modified(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, float]:
+    """{file name: modification time (POSIX seconds, as the store reports it)} of a folder."""
+    try:
+        entries = fs.ls(folder, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for entry in entries:
+        stamp = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
+        if isinstance(stamp, str):  # gcsfs: ISO 8601
+            stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        seconds = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+        found[os.path.basename(entry["name"].rstrip("/"))] = seconds
+    return found

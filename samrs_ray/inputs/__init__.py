@@ -1,0 +1,4 @@
+"""What a run reads: listing and pairing the input files (listing.py), the checks before Ray
+starts (preflight.py), splits (splits.py), image headers and decoding (images.py), the
+annotations a label file gives (annotation.py) and the readers of each format (formats/), and
+the class presets of SOTA, SIOR and FAST (presets.py). Nothing here knows of Ray."""

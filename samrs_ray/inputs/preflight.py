@@ -1,0 +1,157 @@
+"""Checks before Ray starts: every mistake that can be found without a cluster, reported in
+seconds, with a message that says what to change, and nothing left behind.
+
+The inputs are listed and paired, the output location is tried, and (for SAM) the extra is
+installed; the checkpoint is checked by the driver right after (job.actor.model_checksum).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import posixpath
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import fsspec
+
+from samrs_ray.config import JobConfig
+from samrs_ray.dataset import storage
+from samrs_ray.errors import ConfigError, InputError, StoreError
+from samrs_ray.inputs.annotation import InputIssue
+from samrs_ray.inputs.formats import LABEL_FORMATS
+from samrs_ray.inputs.listing import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
+from samrs_ray.inputs.presets import PRESETS
+from samrs_ray.inputs.splits import scene_splits
+
+SAM_EXTRA = "pip install 'samrs-ray[sam]'"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run will read: every image with its size, the scenes and their splits, and the
+    files left unpaired."""
+
+    files: dict[str, StoredFile]  # every image and label file listed
+    pairs: list[ScenePair]
+    pair_issues: list[InputIssue]
+    splits: dict[str, str]  # scene name -> split
+
+    @property
+    def image_sizes(self) -> dict[str, int]:
+        return {pair.image_uri: self.files[pair.image_uri].size for pair in self.pairs}
+
+
+def require_sam_extra(config: JobConfig) -> None:
+    if config.model != "sam":
+        return
+    missing = [m for m in ("torch", "torchvision", "segment_anything") if not installed(m)]
+    if missing:
+        raise ConfigError(f"--model sam needs {', '.join(missing)}: install the SAM extra ({SAM_EXTRA}), "
+                          f"or run the box baseline with --model box")
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as missing
+        return False
+
+
+def find_inputs(config: JobConfig) -> Inputs:
+    """List and pair the inputs; ConfigError when nothing could be processed, saying why."""
+    fmt = config.preset.label_format
+    images = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
+    labels = list_folder("--labels", config.labels, LABEL_FORMATS[fmt].suffixes, config)
+    pairs, issues = pair_by_stem(sorted(images), sorted(labels))
+    if not pairs:
+        raise ConfigError(nothing_paired(config, len(images), len(labels)))
+    splits = scene_splits([p.name for p in pairs], config.split, config.split_lists, config.split_ratio,
+                          config.storage_options, config.split_file)
+    return Inputs({**images, **labels}, pairs, issues, splits)
+
+
+def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, StoredFile]:
+    try:
+        return list_files(uri, suffixes, config.storage_options)
+    except InputError as error:
+        raise ConfigError(f"{flag} {uri}: {error.reason}{nearest_name(uri, config)}") from None
+    except StoreError:  # not the configuration's fault: exit 4, rerun once the store is back
+        raise
+    except Exception as error:
+        raise ConfigError(f"{flag} {uri}: cannot list it: {type(error).__name__}: {error}") from error
+
+
+def nearest_name(uri: str, config: JobConfig) -> str:
+    """'; did you mean .../labelTxt?' for a misspelled last path element, when a close one exists."""
+    parent, name = posixpath.split(uri.rstrip("/"))
+    try:
+        fs, root = fsspec.core.url_to_fs(parent or ".", **config.storage_options)
+        names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
+    except Exception:  # the parent is missing or unreadable too: nothing to suggest
+        return ""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"; did you mean {posixpath.join(parent, close[0])}?" if close else ""
+
+
+def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
+    fmt = config.preset.label_format
+    expected = "/".join(LABEL_FORMATS[fmt].suffixes)
+    message = (f"nothing to process: no image in {config.images} has a {expected} label file in {config.labels} "
+               f"({n_images} images, {n_labels} {expected} label files)")
+    if n_labels or not n_images:
+        return message
+    others = other_label_files(config, fmt)
+    if not others:
+        return message
+    found = ", ".join(f"{count} {suffix} files" for suffix, count in others.most_common())
+    preset_of = {preset.label_format: name for name, preset in PRESETS.items()}
+    fixes = [f"--preset {preset_of[f]} or --label-format {f}" for f, other in LABEL_FORMATS.items()
+             if f != fmt and set(other.suffixes) & set(others)]
+    return (f"--preset {config.preset.name} reads {fmt} labels ({expected} files), but {config.labels} has "
+            f"{found}: for those, use {'; or '.join(fixes)}")
+
+
+def other_label_files(config: JobConfig, fmt: str) -> Counter:
+    """Counts of the label files of other formats' suffixes under --labels."""
+    suffixes = {s for f, other in LABEL_FORMATS.items() if f != fmt for s in other.suffixes}
+    suffixes -= set(LABEL_FORMATS[fmt].suffixes)
+    try:
+        found = list_sizes(config.labels, tuple(suffixes), config.storage_options)
+    except Exception:
+        return Counter()
+    return Counter(posixpath.splitext(uri)[1].lower() for uri in found)
+
+
+def check_writable(config: JobConfig) -> None:
+    """Write and delete a probe under --out; a local folder created for the probe is removed
+    again, so a run that fails its checks leaves nothing behind."""
+    fs, out = storage.open_fs(config.out, config.storage_options)
+    created = first_missing_folder(out) if storage.is_local(fs) else None
+    probe = storage.join(out, f".write-probe-{uuid.uuid4().hex}.tmp")  # a temp file: clean-up removes a leftover
+    try:
+        storage.write_atomic(fs, probe, b"")
+        fs.rm_file(probe)
+    except Exception as error:
+        raise ConfigError(f"cannot write to --out {config.out}: {type(error).__name__}: {error}") from error
+    finally:
+        if created:
+            remove_empty_tree(created)
+
+
+def first_missing_folder(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None: it exists)."""
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def remove_empty_tree(folder: str) -> None:
+    for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(root)
+        except OSError:  # not empty: someone else wrote there meanwhile; leave it
+            return

@@ -1,1 +1,0 @@
-"""Tests of samrs_ray/formats/."""

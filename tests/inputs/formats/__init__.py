@@ -1,0 +1,1 @@
+"""Tests of samrs_ray/inputs/formats/."""
