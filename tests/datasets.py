@@ -113,3 +113,8 @@ def instances_table(tiles: list[str]) -> pa.Table:
 
 def write_shard(fs, out: str, tile_fps: dict[str, str]) -> str:
     return manifest.write_shard(fs, out, tiles_table(tile_fps), instances_table(list(tile_fps)))
+
+
+def isaid_ids(realsamples: Path) -> np.ndarray:
+    rgb = np.asarray(Image.open(realsamples / "isaid" / "P0004_instance_id_RGB.png").convert("RGB"), np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]

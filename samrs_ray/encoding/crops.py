@@ -31,6 +31,10 @@ class MaskCrop:
         """(x0, y0, x1, y1), ends exclusive."""
         return self.x0, self.y0, self.x0 + self.pixels.shape[1], self.y0 + self.pixels.shape[0]
 
+    def shifted(self, dx: int, dy: int) -> "MaskCrop":
+        """The same mask moved by (dx, dy): from tile pixels to scene pixels."""
+        return MaskCrop(self.x0 + dx, self.y0 + dy, self.pixels)
+
 
 def crop_of(mask: np.ndarray, x0: int = 0, y0: int = 0) -> Optional[MaskCrop]:
     """mask (h, w) bool at (x0, y0) -> its tight crop, or None when no pixel is set."""

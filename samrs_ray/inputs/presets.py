@@ -39,9 +39,10 @@ FAST_CLASSES = (
 PROMPT_TYPES = ("hbox", "rhbox", "point", "rbox-mask")
 
 
-def normalize_class_name(name: str) -> str:
-    """The key names are matched on: FAIR1M spaces become '-', DIOR is matched lower-cased."""
-    return "-".join(name.strip().split()).lower()
+def class_key(name: str) -> str:
+    """The key class names are matched on, everywhere: FAIR1M's spaces, iSAID's underscores and
+    DOTA's hyphens are one separator, and case does not count (DIOR)."""
+    return "-".join(name.replace("_", " ").replace("-", " ").lower().split())
 
 
 def make_palette(n: int) -> tuple[tuple[int, int, int], ...]:
@@ -78,15 +79,15 @@ class Preset:
             raise ValueError(f"preset {self.name}: at most {IGNORE_ID} classes fit a uint8 map")
         if not self.palette:
             object.__setattr__(self, "palette", make_palette(len(self.classes)))
-        keys = [normalize_class_name(c) for c in self.classes]
+        keys = [class_key(c) for c in self.classes]
         if len(set(keys)) != len(keys):
             raise ValueError(f"preset {self.name}: class names collide after normalisation")
 
     def class_id(self, name: str) -> int:
         """Label id of a source class name; KeyError names the class when it is not in the preset."""
-        key = normalize_class_name(name)
+        key = class_key(name)
         for i, c in enumerate(self.classes):
-            if normalize_class_name(c) == key:
+            if class_key(c) == key:
                 return i
         raise KeyError(f"class {name!r} is not in preset {self.name}")
 

@@ -13,21 +13,14 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from samrs_ray.dataset import manifest, storage, versions
+from samrs_ray.encoding.crops import MaskCrop
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs.formats import parse_dota
 from samrs_ray.planning.geometry import fill_polygon
-from samrs_ray.report.evaluate import (
-    Crop,
-    GtInstance,
-    SceneTruth,
-    evaluate,
-    format_result,
-    isaid_truth,
-    match,
-    polygon_crop,
-    rle_crop,
-)
-from tests.encoding.helpers import encode_rle, run_lengths
+from samrs_ray.report.evaluate import evaluate, format_result, match
+from samrs_ray.report.ground_truth import GtInstance, SceneTruth
+from tests.datasets import isaid_ids
+from tests.encoding.helpers import encode_rle
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +30,6 @@ def box_run(sota_box_run) -> Path:
     return sota_box_run[0]
 
 
-def isaid_ids(realsamples: Path) -> np.ndarray:
-    rgb = np.asarray(Image.open(realsamples / "isaid" / "P0004_instance_id_RGB.png").convert("RGB"), np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def filled_box_median(realsamples: Path) -> float:
@@ -56,59 +46,20 @@ def filled_box_median(realsamples: Path) -> float:
     return float(np.median(ious))
 
 
-def test_rle_crop_equals_the_full_decode() -> None:
-    rng = np.random.default_rng(3)
-    for h, w in [(7, 5), (32, 48), (1, 9)]:
-        for density in (0.02, 0.3, 1.0):
-            mask = rng.random((h, w)) < density
-            mask[h // 2, w - 1] = True  # never empty
-            counts = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
-            crop = rle_crop(run_lengths(mask), h, w)
-            assert crop is not None
-            rows, cols = np.nonzero(mask)
-            assert (crop.x0, crop.y0) == (cols.min(), rows.min())
-            full = np.zeros((h, w), bool)
-            full[crop.y0:crop.y0 + crop.mask.shape[0], crop.x0:crop.x0 + crop.mask.shape[1]] = crop.mask
-            assert np.array_equal(full, mask) and np.array_equal(full, decode_rle(counts, h, w))
-            assert crop.box == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
-    assert rle_crop([35], 5, 7) is None
-    with pytest.raises(ValueError, match="not 5x7"):
-        rle_crop([3, 4], 5, 7)
 
 
-def test_polygon_crop_is_the_filled_polygon_clipped_to_the_image() -> None:
-    crop = polygon_crop([[2, 3, 12, 3, 12, 8, 2, 8]], 10, 20)
-    assert (crop.x0, crop.y0) == (2, 3) and crop.mask.sum() == 50 and crop.mask[:5, :10].all()
-    clipped = polygon_crop([[-5, -5, 4, -5, 4, 4, -5, 4]], 10, 10)
-    assert (clipped.x0, clipped.y0, int(clipped.mask.sum())) == (0, 0, 16)
-    assert polygon_crop([[20, 20, 30, 20, 30, 30]], 10, 10) is None
 
 
 def test_match_picks_the_most_overlapped_instance() -> None:
-    a = GtInstance("a", Crop(0, 0, np.ones((4, 4), bool)), 16)
-    b = GtInstance("b", Crop(3, 0, np.ones((4, 4), bool)), 16)
+    a = GtInstance("a", MaskCrop(0, 0, np.ones((4, 4), bool)), 16)
+    b = GtInstance("b", MaskCrop(3, 0, np.ones((4, 4), bool)), 16)
     truth = SceneTruth([a, b])
-    m = match(Crop(2, 0, np.ones((4, 4), bool)), truth)  # 8 pixels of a, 12 of b: b wins
+    m = match(MaskCrop(2, 0, np.ones((4, 4), bool)), truth)  # 8 pixels of a, 12 of b: b wins
     assert (m.gt, m.intersection, m.union) == (1, 12, 20)
-    assert match(Crop(50, 50, np.ones((2, 2), bool)), truth).iou == 0.0
+    assert match(MaskCrop(50, 50, np.ones((2, 2), bool)), truth).iou == 0.0
     assert match(None, truth).gt == -1
 
 
-def test_isaid_reader_on_p0004(realsamples: Path) -> None:
-    """SOURCES.md: 116 instances, Large_Vehicle 92 and Small_Vehicle 24."""
-    folder = realsamples / "isaid"
-    ids_rgb = np.asarray(Image.open(folder / "P0004_instance_id_RGB.png").convert("RGB"))
-    colour = np.asarray(Image.open(folder / "P0004_instance_color_RGB.png").convert("RGB"))
-    truth = isaid_truth(ids_rgb, colour)
-    names = [g.class_name for g in truth.instances]
-    assert len(names) == 116 and names.count("Large_Vehicle") == 92 and names.count("Small_Vehicle") == 24
-    ids = isaid_ids(realsamples)
-    assert sum(g.area for g in truth.instances) == int((ids >= 1000).sum())
-    for g in truth.instances[:10]:
-        x0, y0, x1, y1 = g.crop.box
-        value = ids[y0, x0:x1][g.crop.mask[0]][0]
-        assert np.array_equal(g.crop.mask, ids[y0:y1, x0:x1] == value)
-        assert g.area == (ids == value).sum() == g.crop.mask.sum()
 
 
 def test_box_backend_on_p0004_against_isaid(box_run: Path, realsamples: Path) -> None:
