@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from samrs_ray.dataset import layout, manifest
 from samrs_ray.inputs.listing import ScenePair, StoredFile
-from samrs_ray.job.rows import Kind, Stage, Status, empty_row
+from samrs_ray.job.rows import ROW, Kind, Stage, Status, empty_row
 from samrs_ray.planning.plan import PlanSettings
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,10 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # raised when planning changes what it makes of the same files
 
 # the plan's own columns (rows.py): what a scene's files and the settings decide
-COLUMNS = pa.schema([
-    ("key", pa.string()), ("kind", pa.string()), ("status", pa.string()), ("scene", pa.string()),
-    ("tile_id", pa.string()), ("fingerprint", pa.string()), ("pixels_key", pa.string()),
-    ("source_uri", pa.string()), ("label_source_uri", pa.string()), ("cut", pa.bool_()),
-    ("x0", pa.int64()), ("y0", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("n_objects", pa.int64()), ("n_windows", pa.int64()), ("n_empty", pa.int64()), ("n_in_tiles", pa.int64()),
-    ("reason", pa.string()), ("stage", pa.string()), ("line", pa.int64()),
-])
+PLAN_COLUMNS = ("kind", "status", "scene", "tile_id", "fingerprint", "pixels_key", "source_uri", "label_source_uri",
+                "cut", "x0", "y0", "width", "height", "n_objects", "n_windows", "n_empty", "n_in_tiles", "reason",
+                "stage", "line")
+COLUMNS = pa.schema([pa.field("key", pa.string()), *(ROW.field(name) for name in PLAN_COLUMNS)])
 
 Cache = dict[str, list[dict[str, Any]]]  # scene_key -> the scene's plan rows
 

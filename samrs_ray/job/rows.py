@@ -4,29 +4,10 @@ between Ray Data's numpy batches and rows.
     plan (scene -> rows) -> mask actor (todo rows: masks) -> encode (todo rows: PNGs, instances)
       -> shard (processed rows: Parquet) -> the driver (every row, light columns only)
 
-Every row has every column (so Ray Data stacks them into Arrow blocks); which columns mean
-something depends on the row's kind:
-
-    kind, status           Kind; Status (below)
-    scene                  the scene's name (tile and scene rows)
-    tile_id, fingerprint   tile rows: the tile's id and what its outputs are computed from
-    pixels_key             cut tile rows: what its pixels alone are computed from (tiles/ PNG name)
-    split                  tile rows: the scene's split (splits.py)
-    source_uri             the scene's image (scene and tile rows) or the unusable input (error rows)
-    label_source_uri       the scene's label file
-    cut                    tile rows: the tile was cut from a larger scene (tiles/ gets its pixels)
-    x0, y0, width, height  tile rows: the window, scene pixels
-    objects                tile rows: JSON list of tile-relative objects (plan.object_record)
-    pixels                 todo tiles, until inference: RGB, height*width*3 bytes
-    masks, scores, prompt_boxes   todo tiles, from inference to encoding: bit-packed (N, height,
-                           width) masks, N float32 scores, N x 4 float32 boxes
-    instances              from encoding to sharding only: each processed tile's instance rows,
-                           list<struct> of manifest.INSTANCES (encode adds the column, shard drops it)
-    n_objects, n_windows, n_empty, n_in_tiles   scene rows: objects read; windows; windows with
-                           no object; objects in at least one tile
-    n_instances, shard, created_at   processed tiles: instance count, shard name, time written
-    reason, stage, line    error and failed rows: why, where (Stage), which line of the file (-1: none)
-    plan_node, mask_node, encode_node, shard_node   Ray node ids where each stage ran
+Every row has every column of ROW (so Ray Data stacks them into Arrow blocks), declared below
+once with its type and meaning; which columns mean something depends on the row's kind. The
+scene cache's columns (dataset/scene_cache.py) are a part of ROW; each stage says which columns
+it reads and which it writes (job/stages.py).
 
 The heavy columns are cleared as soon as the stage after them has used them.
 """
@@ -41,7 +22,7 @@ import pyarrow as pa
 from samrs_ray.dataset import manifest
 from samrs_ray.inputs.annotation import InputIssue, Stage, Word
 
-__all__ = ["Kind", "Status", "Stage", "HEAVY_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
+__all__ = ["ROW", "Kind", "Status", "Stage", "HEAVY_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
            "row_at", "put_rows", "cleared", "INSTANCE_LISTS", "with_instances"]
 
 
@@ -60,23 +41,58 @@ class Status(Word):
     ERROR = "error"  # an error row
 
 
+def field(name: str, type_: pa.DataType, meaning: str) -> pa.Field:
+    return pa.field(name, type_, metadata={"meaning": meaning})
+
+
+ROW = pa.schema([
+    field("kind", pa.string(), "Kind"),
+    field("status", pa.string(), "Status"),
+    field("scene", pa.string(), "the scene's name (every row of a scene)"),
+    field("tile_id", pa.string(), "tile rows: the tile's id"),
+    field("fingerprint", pa.string(), "tile rows: what its outputs are computed from (plan.fingerprint)"),
+    field("pixels_key", pa.string(), "cut tile rows: what its pixels alone are computed from (tiles/ PNG name)"),
+    field("split", pa.string(), "tile rows: the scene's split (inputs/splits.py)"),
+    field("source_uri", pa.string(), "the scene's image (scene and tile rows) or the unusable input (error rows)"),
+    field("label_source_uri", pa.string(), "the scene's label file"),
+    field("cut", pa.bool_(), "tile rows: cut from a larger scene (tiles/ gets its pixels)"),
+    field("x0", pa.int64(), "tile rows: the window's left column, scene pixels"),
+    field("y0", pa.int64(), "tile rows: the window's top row, scene pixels"),
+    field("width", pa.int64(), "tile rows: the window's width"),
+    field("height", pa.int64(), "tile rows: the window's height"),
+    field("objects", pa.string(), "tile rows: JSON list of tile-relative objects (plan.object_record)"),
+    field("pixels", pa.binary(), "todo tiles, until inference: RGB, height*width*3 bytes"),
+    field("masks", pa.binary(), "todo tiles, inference to encoding: bit-packed (N, height, width) masks"),
+    field("scores", pa.binary(), "todo tiles, inference to encoding: N float32 predicted IoUs"),
+    field("prompt_boxes", pa.binary(), "todo tiles, inference to encoding: N x 4 float32 boxes"),
+    field("n_objects", pa.int64(), "scene rows: objects read"),
+    field("n_windows", pa.int64(), "scene rows: windows"),
+    field("n_empty", pa.int64(), "scene rows: windows with no object"),
+    field("n_in_tiles", pa.int64(), "scene rows: objects in at least one tile"),
+    field("n_instances", pa.int64(), "processed tiles: instance count"),
+    field("shard", pa.string(), "processed tiles: the shard that holds the tile's rows"),
+    field("created_at", pa.string(), "processed tiles: when written, ISO 8601 UTC"),
+    field("reason", pa.string(), "error and failed rows: why"),
+    field("stage", pa.string(), "error and failed rows: where (Stage)"),
+    field("line", pa.int64(), "error rows: the line of the file (-1: none)"),
+    *(field(column, pa.string(), f"the Ray node the {stage} stage ran on") for stage, column in
+      {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}.items()),
+])
+# From encoding to sharding only, a tile's instance rows travel in one more column, `instances`
+# (INSTANCE_LISTS below): encode adds it, shard drops it.
+
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
 # {stage: column}: the Ray node each stage of a processed tile ran on
 NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}
 
+# A neutral value per type; `objects` and `line` have their own (no object; no line)
+NEUTRAL = {pa.string(): "", pa.binary(): b"", pa.bool_(): False, pa.int64(): 0}
+NEUTRAL_BY_NAME = {"objects": "[]", "line": -1}
+
 
 def empty_row() -> dict[str, Any]:
-    """Every column a row carries, with neutral values."""
-    return {
-        "kind": "", "status": "", "scene": "", "tile_id": "", "fingerprint": "", "pixels_key": "", "split": "",
-        "source_uri": "", "label_source_uri": "", "cut": False,
-        "x0": 0, "y0": 0, "width": 0, "height": 0,
-        "objects": "[]", "pixels": b"", "masks": b"", "scores": b"", "prompt_boxes": b"",
-        "n_objects": 0, "n_windows": 0, "n_empty": 0, "n_in_tiles": 0,
-        "n_instances": 0, "shard": "", "created_at": "",
-        "reason": "", "stage": "", "line": -1,
-        **{column: "" for column in NODE_COLUMNS.values()},
-    }
+    """Every column of ROW, with neutral values."""
+    return {f.name: NEUTRAL_BY_NAME.get(f.name, NEUTRAL[f.type]) for f in ROW}
 
 
 def error_row(issue: InputIssue, tile: str = "") -> dict[str, Any]:

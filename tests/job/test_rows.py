@@ -39,3 +39,18 @@ def test_each_row_gets_its_own_instances() -> None:
     block = with_instances(batch([Status.PROCESSED.value, Status.FAILED.value, Status.PROCESSED.value]), tables)
     assert [[i["tile_id"] for i in row] for row in block["instances"].to_pylist()] == [["a", "a"], [], ["c"]]
     assert block["instances"].type == pa.list_(pa.struct(list(manifest.INSTANCES)))
+
+
+def test_the_row_is_declared_once_and_the_tables_agree_with_it() -> None:
+    from samrs_ray.dataset import manifest, scene_cache
+    from samrs_ray.job.rows import ROW, empty_row
+
+    assert list(empty_row()) == ROW.names
+    assert pa.Table.from_pylist([empty_row()], schema=ROW).num_rows == 1  # every neutral value has its type
+    for name in scene_cache.PLAN_COLUMNS:
+        assert scene_cache.COLUMNS.field(name).type == ROW.field(name).type
+    # the manifests are the on-disk contract (narrower integers keep them small): same kind of value
+    for table in (manifest.TILES, manifest.ERRORS):
+        for name in set(table.names) & set(ROW.names):
+            a, b = table.field(name).type, ROW.field(name).type
+            assert (pa.types.is_integer(a) and pa.types.is_integer(b)) or a == b, name
