@@ -15,13 +15,13 @@ from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.errors import ConfigError
 from samrs_ray.inputs.images import DEFAULT_MAX_PIXELS
 from samrs_ray.inputs.presets import PROMPT_TYPES, Preset
-from samrs_ray.masks.model_types import IMAGE_BATCH, MODEL_TYPES
+from samrs_ray.masks.engines import ENGINES
+from samrs_ray.masks.model_types import IMAGE_BATCH
 
 # Bumped when the output of the same inputs and settings changes (a bug fix in the recipe),
 # so that an incremental run recomputes everything once.
 RECIPE_VERSION = 1
 
-MODELS = ("sam", "box")
 # How long a run that asks for GPUs waits for the first GPU node (KubeRay: pod scheduling, image
 # pull, raylet start) before it fails and says how to run without GPUs.
 DEFAULT_GPU_WAIT_S = 900.0
@@ -73,10 +73,11 @@ class JobConfig:
     cache_dir: Optional[str] = None  # None: each node's own default_cache_dir()
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"--model must be one of {MODELS}, not {self.model!r}")
-        if self.model == "sam" and self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"--model-type must be one of {MODEL_TYPES}, not {self.model_type!r}")
+        if self.model not in ENGINES:
+            raise ConfigError(f"--model must be one of {tuple(ENGINES)}, not {self.model!r}")
+        types = ENGINES[self.model].model_types
+        if types and self.model_type not in types:
+            raise ConfigError(f"--model-type of --model {self.model} must be one of {types}, not {self.model_type!r}")
         if self.paint_order not in PAINT_ORDERS:
             raise ConfigError(f"--paint-order must be one of {PAINT_ORDERS}, not {self.paint_order!r}")
         if self.preset.prompt not in PROMPT_TYPES:
@@ -101,7 +102,7 @@ class JobConfig:
 
     @property
     def model_id(self) -> str:
-        return "box-fill" if self.model == "box" else f"sam-{self.model_type}"
+        return ENGINES[self.model].model_id(self.model_type)
 
     def output_settings(self, model_checksum: str) -> dict[str, Any]:
         """Settings that change output bytes (JSON-able). Engine batch sizes are left out:
@@ -121,8 +122,8 @@ class JobConfig:
             "paint_order": self.paint_order,
             "model": self.model_id,
             "model_checksum": model_checksum,
-            "dtype": None if self.model == "box" else self.dtype,
-            "multimask": None if self.model == "box" else self.multimask,
+            "dtype": self.dtype if ENGINES[self.model].model_types else None,
+            "multimask": self.multimask if ENGINES[self.model].model_types else None,
         }
 
     def public(self) -> dict[str, Any]:

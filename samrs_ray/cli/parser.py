@@ -11,12 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from samrs_ray.config import MODELS, JobConfig
+from samrs_ray.config import JobConfig
 from samrs_ray.encoding.labelmap import PAINT_ORDERS
 from samrs_ray.errors import ConfigError
 from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.presets import PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.inputs.splits import DEFAULT_SPLIT
+from samrs_ray.masks.engines import ENGINES
 from samrs_ray.masks.model_types import MODEL_TYPES
 
 DESCRIPTION = """`samrs-ray`: generate | runs | stats | evaluate | export-coco | export.
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...)")
     gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml)")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
-    gen.add_argument("--model", choices=MODELS, default=DEFAULTS["model"],
+    gen.add_argument("--model", choices=tuple(ENGINES), default=DEFAULTS["model"],
                      help="sam (without --checkpoint, downloads the official checkpoint: 2.4 GB for vit_h), "
                           "or box: fill the boxes (no weights, no torch)")
     gen.add_argument("--model-type", choices=MODEL_TYPES, default=DEFAULTS["model_type"],

@@ -25,8 +25,7 @@ from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.listing import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
 from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.inputs.splits import scene_splits
-
-SAM_EXTRA = "pip install 'samrs-ray[sam]'"
+from samrs_ray.masks.engines import ENGINES
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,12 @@ class Inputs:
         return {pair.image_uri: self.files[pair.image_uri].size for pair in self.pairs}
 
 
-def require_sam_extra(config: JobConfig) -> None:
-    if config.model != "sam":
-        return
-    missing = [m for m in ("torch", "torchvision", "segment_anything") if not installed(m)]
+def require_engine_extra(config: JobConfig) -> None:
+    engine = ENGINES[config.model]
+    missing = [m for m in engine.needs if not installed(m)]
     if missing:
-        raise ConfigError(f"--model sam needs {', '.join(missing)}: install the SAM extra ({SAM_EXTRA}), "
-                          f"or run the box baseline with --model box")
+        raise ConfigError(f"--model {config.model} needs {', '.join(missing)}: install its extra "
+                          f"(pip install 'samrs-ray[{engine.extra}]'), or run the box baseline with --model box")
 
 
 def installed(module: str) -> bool:

@@ -19,27 +19,15 @@ from samrs_ray.job.faults import crash_point
 from samrs_ray.job.rows import Stage, Status, fail, indices, put_rows, row_at
 from samrs_ray.job.stages import this_node
 from samrs_ray.masks.busy import timed_predict
-from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
+from samrs_ray.masks.engines import ENGINES
 from samrs_ray.planning.plan import tile_prompts
 
 log = logging.getLogger(__name__)
 
 
 def model_checksum(config: JobConfig) -> str:
-    """The checkpoint's sha256, checked to be a SAM state dict of the right type before any tile
-    is processed ('' for the box backend and for tiny SAM with random weights)."""
-    if config.model == "box":
-        return ""
-    from samrs_ray.masks.checkpoint_files import checked_sha256, checkpoint_source
-
-    # A file this node already checked (the same version) needs neither torch nor reading again.
-    source = checkpoint_source(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)
-    checked = None if source is None else checked_sha256(source[1], config.node_cache_dir(), config.model_type)
-    if checked is not None:
-        return checked
-    from samrs_ray.masks.checkpoint import check_checkpoint
-
-    return check_checkpoint(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options)
+    """The engine's weights' sha256, checked before any tile is processed ('' without weights)."""
+    return ENGINES[config.model].check(config)
 
 
 class MaskActor:
@@ -51,29 +39,7 @@ class MaskActor:
 
     def __init__(self, config: JobConfig, expected_checksum: Optional[str] = None):
         self.config = config
-        if config.model == "box":
-            from samrs_ray.masks.box import BoxBackend
-
-            self.backend = BoxBackend()
-            return
-        import torch
-
-        from samrs_ray.masks.checkpoint import load_sam
-        from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
-
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if config.gpus_per_actor and device == "cpu":
-            # A node Ray counts as a GPU node without CUDA (a misconfigured image, Ray's fake
-            # autoscaler): the masks are still right, only slow; the settings stay the declared ones.
-            log.warning("mask actor on node %s: Ray gave it %g GPU but torch finds no CUDA; SAM runs on the CPU",
-                        this_node(), config.gpus_per_actor)
-        model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
-                                   expected_sha=expected_checksum)
-        settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
-                                  prompt_chunk=config.prompt_chunk or PROMPT_CHUNK_CPU, multimask=config.multimask,
-                                  sdpa=True, compile=config.compile, pack=True,
-                                  threads=engine_threads(device, config.num_actors or 1))
-        self.backend = SamBackend(model, config.model_type, checksum, settings)
+        self.backend = ENGINES[config.model].build(config, expected_checksum)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         todo = indices(batch, Status.TODO)

@@ -22,6 +22,7 @@ from samrs_ray.encoding.tile import tile_uris
 from samrs_ray.inputs.annotation import InputIssue
 from samrs_ray.job.faults import crash_point
 from samrs_ray.job.rows import NODE_COLUMNS, Kind, Status, error_row
+from samrs_ray.masks.engines import ENGINES
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         run_id=run_id, started_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config=config.public(),
-        model={"id": config.model_id, "type": config.model_type if config.model == "sam" else "",
+        model={"id": config.model_id, "type": config.model_type if ENGINES[config.model].model_types else "",
                "checksum": checksum},
         counts=counts(outcome, n_pairs, wanted, index, len(removed)), shards=shards, errors=error_shards,
         changes={"processed": processed[:100], "removed": removed[:100]},

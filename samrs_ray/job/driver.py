@@ -41,7 +41,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     fs, out = storage.open_fs(config.out, config.storage_options)
     say(f"samrs-ray run {run_id}: {config.preset.name} from {config.images} -> {config.out}")
     # everything that can fail without Ray fails here, before a cluster is started or joined
-    preflight.require_sam_extra(config)
+    preflight.require_engine_extra(config)
     inputs = preflight.find_inputs(config)
     preflight.check_writable(config)
     checksum = model_checksum(config)

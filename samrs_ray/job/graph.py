@@ -23,6 +23,7 @@ from samrs_ray.job.actor import MaskActor
 from samrs_ray.job.progress import Progress
 from samrs_ray.job.rows import HEAVY_COLUMNS, Kind, Status
 from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
+from samrs_ray.masks.engines import ENGINES
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU
 from samrs_ray.planning.plan import PlanSettings
 
@@ -40,9 +41,9 @@ def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
     """
     gpus = config.gpus_per_actor
     if gpus is None:
-        wants_gpu = config.model == "sam" and config.device in (None, "cuda")
+        wants_gpu = ENGINES[config.model].wants_gpu and config.device in (None, "cuda")
         gpus = float(wants_gpu and (config.address is not None or local_gpus > 0))
-    if config.model != "sam":  # before on_gpu: an engine without a model takes no GPU, whatever was asked
+    if not ENGINES[config.model].wants_gpu:  # before on_gpu: an engine without a model takes no GPU, whatever was asked
         gpus = 0.0
     on_gpu = gpus > 0
     return replace(

@@ -61,8 +61,8 @@ def test_a_bad_checkpoint_fails_before_ray_and_leaves_no_folder(realsamples: Pat
 def test_sam_without_its_extra_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "segment_anything", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"samrs-ray\[sam\]"):
-        preflight.require_sam_extra(config("i", "l", "o", model="sam"))
-    preflight.require_sam_extra(config("i", "l", "o", model="box"))  # the box baseline needs none of it
+        preflight.require_engine_extra(config("i", "l", "o", model="sam"))
+    preflight.require_engine_extra(config("i", "l", "o", model="box"))  # the box baseline needs none of it
 
 
 def test_check_writable_removes_the_folders_it_created(tmp_path: Path) -> None:
