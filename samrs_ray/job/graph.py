@@ -5,6 +5,9 @@ graph itself.
       --map_batches(encode_batch)--> PNGs + instance rows --map_batches(shard_batch)--> Parquet
       --> the rows' light columns, to the driver
 
+Each map_batches stage is a `Stage` (stages() lists them): its function, batch size and format,
+Ray options, and the row columns it reads and writes.
+
 Rows that are skipped or are errors flow through every stage untouched, so the driver sees
 every input exactly once at the end.
 """
@@ -12,7 +15,7 @@ every input exactly once at the end.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import ray
@@ -87,36 +90,69 @@ def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[l
     return [r for r in rows if r["scene"] not in changed], changed
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One map_batches stage of the graph, with the Ray settings it runs with and the row columns
+    (rows.ROW) it reads and writes. The CPU stages run below the mask actors' priority."""
+
+    fn: Any  # a function of (batch, *fn_args), or a class of (*fn_constructor_args) whose instances are called
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    batch_size: int
+    batch_format: str
+    options: dict[str, Any] = field(default_factory=dict)  # map_batches' own: fn_args, compute, num_cpus, ...
+
+    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        return ds.map_batches(self.fn, batch_size=self.batch_size, batch_format=self.batch_format, **self.options)
+
+
+def stages(config: JobConfig, checksum: str, write: WriteSettings) -> list[Stage]:
+    """Masks, then the tiles' files, then the shards: the graph after planning."""
+    on_gpu = bool(config.gpus_per_actor)
+    # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
+    # small scenes), and each actor call costs a Ray round trip: so on a GPU, several encoder batches
+    # per call. A CPU engine takes seconds per tile, where the round trip is nothing and a big last
+    # call would only leave more tiles to encode after it.
+    rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
+    return [
+        # Two calls per actor: Ray Data turns the next batch's block into numpy, and the last batch's
+        # masks into a block, in a second thread while __call__ runs; __call__ itself stays one at a
+        # time (Ray Data's lock), so the model never holds two batches' activations.
+        Stage(MaskActor, reads=("status", "objects", "label_source_uri", "pixels", "width", "height"),
+              writes=("masks", "scores", "prompt_boxes", "status", "stage", "reason", "mask_node"),
+              batch_size=rows_per_call, batch_format="numpy",
+              options={"fn_constructor_args": (config, checksum), "compute": mask_pool(config.num_actors),
+                       "num_gpus": config.gpus_per_actor or None}),
+        # encode as soon as the engine hands over a batch, so little is left to encode when it stops
+        Stage(encode_batch, reads=("status", "tile_id", "fingerprint", "pixels_key", "cut", "objects", "source_uri",
+                                   "label_source_uri", "width", "height", *HEAVY_COLUMNS),
+              writes=("status", "n_instances", "created_at", "encode_node", "stage", "reason", "instances",
+                      *HEAVY_COLUMNS), batch_size=config.image_batch, batch_format="numpy",
+              options={"fn_args": (write,)}),
+        # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
+        # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
+        Stage(shard_batch, reads=("status", "instances", "tile_id", "split", "source_uri", "label_source_uri", "x0",
+                                  "y0", "width", "height", "cut", "fingerprint", "pixels_key", "n_instances",
+                                  "created_at"),
+              writes=("shard", "shard_node"), batch_size=config.shard_tiles, batch_format="pyarrow",
+              options={"fn_args": (write,), "num_cpus": 0.5}),
+    ]
+
+
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
               config: JobConfig, checksum: str, progress: Progress) -> list[dict[str, Any]]:
     """The streaming graph; returns the light summary row of every scene, tile and error."""
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
     # batch overwrites its own files instead of duplicating rows.
-    on_gpu = bool(config.gpus_per_actor)
     # In a terminal, Ray Data's live display of every stage (rich); elsewhere Ray Data logs its
     # progress every few seconds, and Progress adds the job's own line.
     context = ray.data.DataContext.get_current()
     context.enable_rich_progress_bars, context.use_ray_tqdm = True, False
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
-    # Scene summaries and unchanged tiles ride along with the tiles to compute (a third of the rows for
-    # small scenes), and each actor call costs a Ray round trip: so on a GPU, several encoder batches
-    # per call. A CPU engine takes seconds per tile, where the round trip is nothing and a big last
-    # call would only leave more tiles to encode after it.
-    rows_per_call = config.image_batch * (ACTOR_BATCHES if on_gpu else 1)
-    # Two calls per actor: Ray Data turns the next batch's block into numpy, and the last batch's
-    # masks into a block, in a second thread while __call__ runs; __call__ itself stays one at a
-    # time (Ray Data's lock), so the model never holds two batches' activations.
-    ds = ds.map_batches(
-        MaskActor, fn_constructor_args=(config, checksum), batch_size=rows_per_call, batch_format="numpy",
-        compute=mask_pool(config.num_actors), num_gpus=config.gpus_per_actor or None)
-    # encode as soon as the engine hands over a batch, so little is left to encode when it stops
-    ds = ds.map_batches(encode_batch, fn_args=(write_settings,), batch_size=config.image_batch, batch_format="numpy")
-    # num_cpus differs from encode_batch's (1) so that Ray Data does not fuse the two stages: a fused
-    # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
-    ds = ds.map_batches(shard_batch, fn_args=(write_settings,), batch_size=config.shard_tiles, batch_format="pyarrow",
-                        num_cpus=0.5)
+    for stage in stages(config, checksum, write_settings):
+        ds = stage.apply(ds)
     ds = ds.drop_columns([*HEAVY_COLUMNS, "objects"])
     rows = []
     for row in map(dict, ds.iter_rows()):
