@@ -20,8 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from samrs_ray.encoding.crops import MaskCrop, crop_of
-
-Box = tuple[float, float, float, float]
+from samrs_ray.inputs.annotation import Box
 
 
 @dataclass(frozen=True)
