@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional
 
 import fsspec
 import pyarrow as pa
@@ -118,7 +118,7 @@ def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instan
 
 
 def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
-                  version: Union[int, str, None] = None) -> list[str]:
+                  version: versions.Version = None) -> list[str]:
     """Paths of the shards of `table` ('tiles', 'instances' or 'errors') in a committed version
     (number or run id; None: the latest)."""
     record = versions.find(fs, out, version)
@@ -127,7 +127,7 @@ def dataset_files(fs: fsspec.AbstractFileSystem, out: str, table: str,
 
 
 def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
-                 columns: Optional[list[str]] = None, version: Union[int, str, None] = None) -> pa.Table:
+                 columns: Optional[list[str]] = None, version: versions.Version = None) -> pa.Table:
     """One table of a committed version (number or run id; None: the latest), whole, in this
     process: for tests and small datasets. Large ones: `ray.data.read_parquet(dataset_uris(...))`."""
     fs, root = storage.open_fs(out, storage_options)
@@ -137,7 +137,7 @@ def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
 
 
 def dataset_uris(out: str, table: str, storage_options: Optional[dict] = None,
-                 version: Union[int, str, None] = None) -> list[str]:
+                 version: versions.Version = None) -> list[str]:
     """Full URIs of a committed table's shards (for ray.data.read_parquet)."""
     fs, root = storage.open_fs(out, storage_options)
     return [fs.unstrip_protocol(p) for p in dataset_files(fs, root, table, version)]

@@ -44,6 +44,9 @@ LEASE_EXPIRY_S = float(os.environ.get("SAMRS_RAY_LEASE_EXPIRY_S", 900))
 LEASE_REFRESH_S = min(60.0, LEASE_EXPIRY_S / 4)
 CLOCK_SLACK_S = 300.0  # store clocks and the driver's may differ by this much
 
+# What a reader asks for: a version number, a run id, or None for the latest committed (find)
+Version = Union[int, str, None]
+
 
 @dataclass
 class RunRecord:
@@ -100,7 +103,7 @@ def retained(records: list[RunRecord], keep: int) -> list[RunRecord]:
     return records[-max(1, keep):]
 
 
-def find(fs: fsspec.AbstractFileSystem, out: str, version: Union[int, str, None], keep: Optional[int] = None
+def find(fs: fsspec.AbstractFileSystem, out: str, version: Version, keep: Optional[int] = None
          ) -> RunRecord:
     """A committed version by number or run id (None: the latest). Refuses one whose files may
     have been cleaned up: only the last `keep` versions are readable (keep=None: the count the

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import IO, Any, Optional, Union
+from typing import IO, Any, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,7 +66,7 @@ def annotation(row: dict[str, Any], annotation_id: int, image_id: int) -> dict[s
 
 
 def write_coco(out: str, dest: Optional[str] = None, storage_options: Optional[dict] = None,
-               version: Union[int, str, None] = None, splits: Optional[list[str]] = None) -> tuple[str, str, int, int]:
+               version: versions.Version = None, splits: Optional[list[str]] = None) -> tuple[str, str, int, int]:
     """Write a committed version (None: the latest) to <out>/coco.json (or `dest`), only the
     tiles of `splits` if given (rows written before splits count as trainval); returns (path
     written, image root, images, annotations)."""

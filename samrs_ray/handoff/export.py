@@ -34,9 +34,10 @@ from __future__ import annotations
 import json
 import pickle
 from collections import defaultdict
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from samrs_ray.dataset import manifest, storage
+from samrs_ray.dataset.versions import Version
 from samrs_ray.encoding.png import image_png
 from samrs_ray.handoff.coco import write_coco
 from samrs_ray.inputs.images import decode_image
@@ -48,7 +49,6 @@ INSTANCE_FORMATS: tuple[Instances, ...] = ("pkl", "json")
 STATE = ".samrs-ray-export.json"
 SPLIT_FOLDERS = {"train": "train", "trainval": "train", "val": "val", "test": "test"}
 SAMRS_LISTS = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
-Version = Union[int, str, None]
 
 
 def samrs_instance(row: dict[str, Any]) -> dict[str, Any]:

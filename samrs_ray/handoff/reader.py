@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
 
 from samrs_ray.dataset import manifest, storage
+from samrs_ray.dataset.versions import Version
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs.images import decode_image
 
-Version = Union[int, str, None]
 TILE_COLUMNS = ["tile_id", "split", "image_uri", "label_uri", "x0", "y0", "width", "height"]
 
 

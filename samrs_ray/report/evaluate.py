@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -142,7 +142,7 @@ class Accumulator:
 
 
 def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] = None,
-             version: Union[int, str, None] = None) -> EvalResult:
+             version: versions.Version = None) -> EvalResult:
     """Score a committed version (number or run id; None: the latest) of the dataset at `out`
     against ground truth `gt` ('isaid-png': a folder of iSAID PNGs; 'coco': a COCO instances
     json). Ground truth of a scene is looked up by the stem of the tile's source_uri (placed at

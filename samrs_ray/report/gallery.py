@@ -16,7 +16,7 @@ import html
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -66,7 +66,7 @@ def thumbnail(image: np.ndarray) -> bytes:
 
 
 def write_gallery(out: str, report: Optional[str] = None, storage_options: Optional[dict] = None,
-                  version: Union[int, str, None] = None, max_tiles: int = 300, low_iou: float = 0.5) -> list[Card]:
+                  version: versions.Version = None, max_tiles: int = 300, low_iou: float = 0.5) -> list[Card]:
     """Write `gallery.html` and its thumbnails into `report` (default <out>/report) for a
     committed version; returns the cards shown, flagged first."""
     fs, root = storage.open_fs(out, storage_options)

@@ -26,7 +26,7 @@ import functools
 import io
 import json
 from collections import Counter
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -228,7 +228,7 @@ def class_lists_of(record: versions.RunRecord) -> dict[str, list[str]]:
 
 
 def compute_stats(out: str, storage_options: Optional[dict] = None, label_pixels: bool = True,
-                  version: Union[int, str, None] = None, *, on_ray: Optional[bool] = None,
+                  version: versions.Version = None, *, on_ray: Optional[bool] = None,
                   address: Optional[str] = None) -> dict[str, Any]:
     """Statistics of a committed version of the dataset at `out` (None: the latest): the
     content of stats.json. on_ray None: as Ray tasks when a Ray `address` is given or the
@@ -310,7 +310,7 @@ def summary_markdown(stats: dict[str, Any], figure_names: list[str]) -> str:
 
 
 def write_report(out: str, report: Optional[str] = None, storage_options: Optional[dict] = None,
-                 *, label_pixels: bool = True, n_examples: int = 6, version: Union[int, str, None] = None,
+                 *, label_pixels: bool = True, n_examples: int = 6, version: versions.Version = None,
                  on_ray: Optional[bool] = None, address: Optional[str] = None) -> dict[str, Any]:
     """Compute the statistics of a committed version of the dataset at `out` (None: the latest;
     on_ray and address as compute_stats) and write `stats.json`, `summary.md` and the PNG
