@@ -23,6 +23,7 @@ from typing import Optional
 
 from samrs_ray.dataset import storage
 from samrs_ray.errors import ConfigError
+from samrs_ray.inputs.listing import IMAGE_SUFFIXES
 
 DEFAULT_SPLIT = "trainval"
 SPLIT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -46,7 +47,7 @@ def read_split_list(uri: str, storage_options: Optional[dict] = None) -> list[st
         name = line.strip()
         if name:
             stem, suffix = posixpath.splitext(name)
-            names.append(stem if suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp") else name)
+            names.append(stem if suffix.lower() in IMAGE_SUFFIXES else name)
     return names
 
 
