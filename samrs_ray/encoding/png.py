@@ -1,4 +1,4 @@
-"""PNG bytes for label maps, their palette view, and tile pixels.
+"""PNG bytes for label maps, their palette view, and tile pixels; and a label PNG read back.
 
 A PNG is a signature and a few chunks; the pixels are one zlib stream (IDAT) of the scanlines,
 each preceded by its filter type. We write that container here (the PNG specification, ISO/IEC
@@ -18,16 +18,21 @@ bench/RESULTS.md ("Host work"):
 Same input, same bytes: no timestamps or other metadata, fixed filter and levels. (A different
 libdeflate version may compress differently; files are never rewritten, layout.py, so that
 only changes what new files look like, never their pixels.)
+
+Reading a label PNG back (stats, the training reader) goes through Pillow: any PNG decoder
+gives the same pixels.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from typing import Sequence
 
 import deflate
 import numpy as np
+from PIL import Image
 
 from samrs_ray.inputs.presets import IGNORE_ID
 
@@ -107,3 +112,9 @@ def image_png(rgb: np.ndarray) -> bytes:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     return png_file(rgb.shape[0], rgb.shape[1], RGB, compressed_scanlines(rgb, TILE_LEVEL, UP))
+
+
+def decode_label_png(data: bytes) -> np.ndarray:
+    """A label PNG's bytes, grey or palette -> its (H, W) uint8 class ids (a writable array)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.array(image)

@@ -18,15 +18,14 @@ DataLoader takes any object with __len__ and __getitem__.
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PIL import Image
 
 from samrs_ray.dataset import manifest, storage
 from samrs_ray.dataset.versions import Version
+from samrs_ray.encoding.png import decode_label_png
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs.images import decode_image
 
@@ -36,7 +35,7 @@ TILE_COLUMNS = ["tile_id", "split", "image_uri", "label_uri", "x0", "y0", "width
 def load_tile(row: dict[str, Any], storage_options: Optional[dict] = None) -> dict[str, Any]:
     """One tiles-table row -> {'tile_id', 'image' (H, W, 3) uint8, 'label' (H, W) uint8}."""
     pixels = decode_image(storage.read_bytes(row["image_uri"], storage_options), row["image_uri"])
-    label = np.array(Image.open(io.BytesIO(storage.read_bytes(row["label_uri"], storage_options))))
+    label = decode_label_png(storage.read_bytes(row["label_uri"], storage_options))
     if pixels.shape[:2] != label.shape:  # a tile that is the whole scene: the scene's pixels as they are
         raise ValueError(f"{row['tile_id']}: image {pixels.shape[:2]} and label map {label.shape} differ")
     return {"tile_id": row["tile_id"], "image": pixels, "label": label}

@@ -23,7 +23,6 @@ computation, read together when a statistic changes; the figures live in figures
 from __future__ import annotations
 
 import functools
-import io
 import json
 from collections import Counter
 from typing import Any, Optional
@@ -32,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
 
 from samrs_ray.dataset import layout, manifest, storage, versions
+from samrs_ray.encoding.png import decode_label_png
 from samrs_ray.encoding.rle import decode_rle
 from samrs_ray.inputs.images import decode_image
 from samrs_ray.inputs.presets import IGNORE_ID, PRESETS, make_palette
@@ -75,11 +74,6 @@ def resolve(out: str, uri: Optional[str]) -> Optional[str]:
     return storage.join(out, uri)
 
 
-def read_png(uri: str, storage_options: Optional[dict]) -> np.ndarray:
-    with Image.open(io.BytesIO(storage.read_bytes(uri, storage_options))) as image:
-        return np.asarray(image)
-
-
 # --- one shard pair -> partial sums (in this process or a Ray task) ---
 
 
@@ -118,7 +112,8 @@ def subset_partial(out: str, shard: str, tiles: pa.Table, instances: pa.Table,
         for uri in tiles.column("label_uri").to_pylist():
             path = resolve(out, uri)
             if path is not None:
-                pixels += np.bincount(read_png(path, storage_options).ravel(), minlength=256)[:256]
+                label = decode_label_png(storage.read_bytes(path, storage_options))
+                pixels += np.bincount(label.ravel(), minlength=256)[:256]
     return {
         "tiles": tiles.num_rows,
         "tiles_with_instances": int(pc.sum(pc.greater(tiles.column("n_instances"), 0)).as_py() or 0),
@@ -275,7 +270,8 @@ def load_example(out: str, pick: dict[str, Any], subset: str, stats: dict[str, A
         from samrs_ray.planning.tiling import Window, cut_tile
         image = cut_tile(image, Window(tile["x0"], tile["y0"], w, h), (0, 0, 0))
     label_uri = resolve(out, tile["label_uri"])
-    label = read_png(label_uri, storage_options) if label_uri else np.full((h, w), IGNORE_ID, np.uint8)
+    label = (decode_label_png(storage.read_bytes(label_uri, storage_options)) if label_uri
+             else np.full((h, w), IGNORE_ID, np.uint8))
     masks = [(r["class_id"], decode_rle(r["mask_rle"]["counts"], r["mask_rle"]["height"], r["mask_rle"]["width"]))
              for r in rows]
     names = [c["name"] for c in stats["per_class"]]

@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from samrs_ray.encoding.labelmap import PAINT_ORDERS, paint_label_map
-from samrs_ray.encoding.png import color_png, image_png, label_png, label_pngs
+from samrs_ray.encoding.png import color_png, decode_label_png, image_png, label_png, label_pngs
 from samrs_ray.encoding.rle import (
     MaskSummary,
     counts_to_string,
@@ -284,6 +284,9 @@ def test_pngs_round_trip_and_are_deterministic():
     assert (as_rgb[:5] == 0).all()  # 255 is black
     assert np.array_equal(as_rgb[label == 2], np.tile([0, 0, 255], ((label == 2).sum(), 1)))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image_png(rgb)))), rgb)
+    for png in (label_png(label), color_png(label, palette)):  # read back as stats and the reader do
+        decoded = decode_label_png(png)
+        assert decoded.dtype == np.uint8 and decoded.flags.writeable and np.array_equal(decoded, label)
 
     assert label_png(label) == label_png(label.copy())
     assert color_png(label, palette) == color_png(label.copy(), list(palette))
