@@ -6,19 +6,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from samrs_ray.encoding.crops import MaskCrop, crops_of_masks
+from samrs_ray.encoding.crops import MaskCrop
 from samrs_ray.inputs.presets import IGNORE_ID
 
 # 'annotation': paint in annotation order, the later instance wins an overlap (SAMRS's rule).
 # 'area-desc': paint the larger instances first, so a small object on a large one stays visible.
 PAINT_ORDERS = ("annotation", "area-desc")
-
-
-def paint_label_map(masks: np.ndarray, class_ids: np.ndarray, order: str = "annotation") -> np.ndarray:
-    """masks (N, H, W) bool, class_ids (N,) ints in [0, 254] -> label map (H, W) uint8 (paint_crops)."""
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
-    return paint_crops(crops_of_masks(masks), class_ids, masks.shape[1:], order)
 
 
 def paint_crops(crops: Sequence[Optional[MaskCrop]], class_ids: np.ndarray, shape: tuple[int, int],

@@ -97,16 +97,6 @@ def label_pngs(label: np.ndarray, palette: Sequence[tuple[int, int, int]] | None
     return grey, None if palette is None else png_file(*label.shape, PALETTE, idat, palette_bytes(palette))
 
 
-def label_png(label: np.ndarray) -> bytes:
-    """label (H, W) uint8 class ids -> single-channel 'L' PNG."""
-    return label_pngs(label, None)[0]
-
-
-def color_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> bytes:
-    """label (H, W) uint8 -> palette ('P') PNG: class i in palette[i], 255 and unused ids black."""
-    return label_pngs(label, palette)[1]
-
-
 def image_png(rgb: np.ndarray) -> bytes:
     """rgb (H, W, 3) uint8 -> RGB PNG."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

@@ -62,19 +62,6 @@ def counts_from_transitions(transitions: np.ndarray, size: int) -> np.ndarray:
     return np.diff(np.concatenate(([0], transitions, [size]))).astype(np.int64, copy=False)
 
 
-def describe_mask(mask: np.ndarray) -> MaskSummary:
-    """mask (H, W) bool -> COCO counts string, area and box, reading the full mask once."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    return describe_crop(crop_of(mask), *mask.shape)
-
-
-def describe_crop(crop: Optional[MaskCrop], height: int, width: int) -> MaskSummary:
-    """A mask of a (height, width) tile, as its crop (None: empty) -> COCO counts string, area and box."""
-    return describe_crops([crop], height, width)[0]
-
-
 def describe_crops(crops: Sequence[Optional[MaskCrop]], height: int, width: int) -> list[MaskSummary]:
     """A tile's masks as crops -> their summaries; the strings are written for all masks at once."""
     counts = [np.array([height * width], dtype=np.int64) if crop is None else
@@ -83,11 +70,6 @@ def describe_crops(crops: Sequence[Optional[MaskCrop]], height: int, width: int)
     return [MaskSummary(text, 0, None) if crop is None else
             MaskSummary(text, int(np.count_nonzero(crop.pixels)), as_box(crop.bounds))
             for crop, text in zip(crops, counts_to_strings(counts))]
-
-
-def counts_to_string(counts: Sequence[int] | np.ndarray) -> str:
-    """COCO counts -> compressed string (maskApi.c's rleToString)."""
-    return counts_to_strings([np.asarray(counts, dtype=np.int64).reshape(-1)])[0]
 
 
 def counts_to_strings(masks: Sequence[np.ndarray]) -> list[str]:

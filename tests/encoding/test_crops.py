@@ -8,10 +8,11 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from samrs_ray.encoding.crops import crop_of, crops_of_masks, crops_of_packed
-from samrs_ray.encoding.labelmap import paint_crops, paint_label_map
-from samrs_ray.encoding.rle import describe_crop, describe_mask
+from samrs_ray.encoding.labelmap import paint_crops
+from samrs_ray.encoding.rle import describe_crops
 from samrs_ray.inputs.presets import IGNORE_ID
 from samrs_ray.masks.backend import pack_masks
+from tests.encoding.helpers import describe_mask, paint_label_map
 
 
 def random_masks(count: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -48,8 +49,7 @@ def test_crops_of_packed_equal_crops_of_the_masks(height, width):
 def test_rle_and_label_map_from_packed_crops_equal_those_of_full_masks():
     masks = random_masks(15, 96, 64, seed=3)
     crops = crops_of_packed(pack_masks(masks), len(masks), 96, 64)
-    for crop, mask in zip(crops, masks):
-        summary = describe_crop(crop, 96, 64)
+    for summary, mask in zip(describe_crops(crops, 96, 64), masks):
         assert summary == describe_mask(mask)
         assert summary.counts == coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
     class_ids = np.arange(len(masks)) % 7

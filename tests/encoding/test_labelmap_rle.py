@@ -10,20 +10,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samrs_ray.encoding.labelmap import PAINT_ORDERS, paint_label_map
-from samrs_ray.encoding.png import color_png, decode_label_png, image_png, label_png, label_pngs
-from samrs_ray.encoding.rle import (
-    MaskSummary,
-    counts_to_string,
-    counts_to_strings,
-    decode_rle,
-    describe_mask,
-    mask_box,
-    string_to_counts,
-)
+from samrs_ray.encoding.labelmap import PAINT_ORDERS
+from samrs_ray.encoding.png import decode_label_png, image_png, label_pngs
+from samrs_ray.encoding.rle import MaskSummary, counts_to_strings, decode_rle, mask_box, string_to_counts
 from samrs_ray.inputs.presets import IGNORE_ID, SOTA_CLASSES
 from samrs_ray.masks.backend import pack_masks, unpack_masks
-from tests.encoding.helpers import encode_rle, run_lengths
+from tests.encoding.helpers import counts_to_string, describe_mask, encode_rle, paint_label_map, run_lengths
 
 ISAID_COLOURS = {(0, 127, 127): "large-vehicle", (0, 0, 127): "small-vehicle"}  # SOURCES.md
 
@@ -276,23 +268,23 @@ def test_pngs_round_trip_and_are_deterministic():
     palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)]
     rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
 
-    gray = Image.open(io.BytesIO(label_png(label)))
+    grey_png, colour_png = label_pngs(label, palette)
+    gray = Image.open(io.BytesIO(grey_png))
     assert gray.mode == "L" and np.array_equal(np.asarray(gray), label)
-    colour = Image.open(io.BytesIO(color_png(label, palette)))
+    colour = Image.open(io.BytesIO(colour_png))
     assert colour.mode == "P" and np.array_equal(np.asarray(colour), label)
     as_rgb = np.asarray(colour.convert("RGB"))
     assert (as_rgb[:5] == 0).all()  # 255 is black
     assert np.array_equal(as_rgb[label == 2], np.tile([0, 0, 255], ((label == 2).sum(), 1)))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image_png(rgb)))), rgb)
-    for png in (label_png(label), color_png(label, palette)):  # read back as stats and the reader do
+    for png in (grey_png, colour_png):  # read back as stats and the reader do
         decoded = decode_label_png(png)
         assert decoded.dtype == np.uint8 and decoded.flags.writeable and np.array_equal(decoded, label)
 
-    assert label_png(label) == label_png(label.copy())
-    assert color_png(label, palette) == color_png(label.copy(), list(palette))
+    assert label_pngs(label, palette) == label_pngs(label.copy(), list(palette))
     assert image_png(rgb) == image_png(rgb.copy())
     with pytest.raises(ValueError, match="uint8"):
-        label_png(label.astype(np.int32))
+        label_pngs(label.astype(np.int32), None)
 
 
 def idat(png: bytes) -> bytes:
@@ -310,9 +302,8 @@ def test_grey_and_colour_label_pngs_share_one_compressed_stream():
     label = np.full((64, 48), IGNORE_ID, np.uint8)
     label[10:30, 5:40] = 3
     grey, colour = label_pngs(label, [(255, 0, 0)] * 5)
-    assert grey == label_png(label) and colour == color_png(label, [(255, 0, 0)] * 5)
     assert idat(grey) == idat(colour) and len(idat(grey)) > 0
-    assert label_pngs(label, None)[1] is None
+    assert label_pngs(label, None) == (grey, None)  # the grey PNG does not depend on the palette
 
 
 def test_tile_pngs_of_real_scenes_round_trip_and_are_no_larger_than_pillows(realsamples):
@@ -343,7 +334,7 @@ def test_label_pngs_of_real_and_speckled_masks_are_no_larger_than_pillows(realsa
     speckled = label.copy()
     speckled[(np.random.default_rng(0).random(label.shape) < 0.3) & (label != IGNORE_ID)] = IGNORE_ID
     for name, case in (("iSAID", label), ("speckled", speckled)):
-        ours = label_png(case)
+        ours = label_pngs(case, None)[0]
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(ours))), case), name
         pillows = io.BytesIO()
         Image.fromarray(case, mode="L").save(pillows, format="PNG", compress_level=6)
