@@ -6,7 +6,7 @@ private memory (RssAnon) of the driver and of every Ray worker, plus the object 
 are summed; the peak of that sum above the idle cluster is what the scene cost. The scene's
 RGB pixels are width x height x 3 bytes: the issue's bound is those pixels plus a few tiles.
 
-    .venv/bin/python bench/big_scene.py --size 20000 --objects 3000
+    .venv/bin/python -m bench.big_scene --size 20000 --objects 3000
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from engine import REALSAMPLES
 from PIL import Image
 from ray._private import internal_api
 
+from bench.common import REALSAMPLES
 from samrs_ray.config import JobConfig
 from samrs_ray.encoding.png import image_png
 from samrs_ray.inputs.presets import PRESETS

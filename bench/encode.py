@@ -22,7 +22,7 @@ unpack, Pillow at zlib level 6 for every PNG. Every "after" result is checked eq
 pixels; bytes too where the level is the same). Last, the tile PNG's time and size per zlib level
 with Pillow, and with png.py's own writer.
 
-    cd /work/main && PYTHONPATH=. .venv/bin/python bench/encode.py
+    .venv/bin/python -m bench.encode
 """
 
 from __future__ import annotations
@@ -37,12 +37,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from samrs_ray.encoding import png
-from samrs_ray.encoding.labelmap import paint_label_map
-from samrs_ray.encoding.rle import describe_mask
 from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.inputs.presets import IGNORE_ID, PRESETS
 from samrs_ray.masks.backend import pack_masks, unpack_masks
 from samrs_ray.planning.tiling import Window, cut_tile, objects_in_window
+from tests.encoding.helpers import describe_mask, paint_label_map  # the library's crop-based calls, on whole masks
 
 DOTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "realsamples" / "dota"
 SIZE = 1024
@@ -197,8 +196,8 @@ def compare(name: str, masks: np.ndarray, class_ids: np.ndarray, rgb: np.ndarray
     ]
     label = paint_label_map(masks, class_ids)
     steps += [
-        ("png L", lambda: old_png(Image.fromarray(label, mode="L")), lambda: png.label_png(label)),
-        ("png P", lambda: old_color_png(label), lambda: png.color_png(label, PALETTE)),
+        ("png L", lambda: old_png(Image.fromarray(label, mode="L")), lambda: png.label_pngs(label, None)[0]),
+        ("png P", lambda: old_color_png(label), lambda: png.label_pngs(label, PALETTE)[1]),
         ("png tile", lambda: old_png(Image.fromarray(rgb, mode="RGB")), lambda: png.image_png(rgb)),
     ]
     total_before = total_after = 0.0

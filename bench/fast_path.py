@@ -23,8 +23,8 @@ mean IoU and the relative error of the low-resolution logits on the first tile
 
 Tiles as in bench/engine.py: the real samples' DOTA scenes planned by the job's own planner.
 
-    .venv/bin/python bench/fast_path.py                     # tiny, CPU, 3 tiles
-    .venv/bin/python bench/fast_path.py --device cuda --model-type vit_h --copies 8 --steps L0,L2,L4,L5,L6
+    .venv/bin/python -m bench.fast_path                     # tiny, CPU, 3 tiles
+    .venv/bin/python -m bench.fast_path --device cuda --model-type vit_h --copies 8 --steps L0,L2,L4,L5,L6
 """
 
 from __future__ import annotations
@@ -42,20 +42,20 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from engine import (
+
+from bench.common import (
     Spec,
     Tile,
     add_input_arguments,
     agreement,
     load_masks,
-    naive_predict,
-    peak_rss,
     planned_tiles,
     prepare_inputs,
     save_masks,
     timed,
 )
-
+from bench.engine import naive_predict
+from samrs_ray.masks.busy import peak_rss
 from samrs_ray.masks.checkpoint import load_sam
 from samrs_ray.masks.host_memory import keep_freed_memory
 from samrs_ray.masks.sam import EngineSettings, SamBackend
@@ -146,7 +146,7 @@ def step_worker(spec: Spec, settings: dict[str, Any], name: str,
 def run_step(spec: Spec, settings: dict[str, Any], name: str) -> dict[str, Any]:
     path = Path(spec.workdir) / f"step-{name}.json"
     path.write_text(json.dumps({"spec": dataclasses.asdict(spec), "settings": settings, "name": name}))
-    subprocess.run([sys.executable, __file__, "--worker", str(path)], check=True)
+    subprocess.run([sys.executable, "-m", "bench.fast_path", "--worker", str(path)], check=True)
     return json.loads(path.with_suffix(".result.json").read_text())
 
 

@@ -1,4 +1,4 @@
-"""python3 bench/gpu_steps.py --device cuda --model-type vit_h --copies 8 --out $OUT
+"""python3 -m bench.gpu_steps --device cuda --model-type vit_h --copies 8 --out $OUT
 
 Benchmark: the GPU engine steps of issue 18 (part 3), one at a time, each against exact fp32.
 The command above is the GPU session's one run (one H100/H200, from the checkout's root, about
@@ -8,7 +8,7 @@ tests/masks/test_engine_steps.py`, whose CUDA tests check the kernel and the CUD
 
 CPU dry run (fake tiny SAM, one tile; the CUDA-only steps are reported as skipped; ~3 min on 2 cores):
 
-    .venv/bin/python bench/gpu_steps.py --device cpu --model-type tiny --scenes P1888 --copies 1 --repeats 1 --out /tmp/gpu-steps
+    .venv/bin/python -m bench.gpu_steps --device cpu --model-type tiny --scenes P1888 --copies 1 --repeats 1 --out /tmp/gpu-steps
 
 Needs no network: random weights (written once, or --checkpoint), torch with Triton,
 segment_anything, numpy, Pillow (no Ray), and the real DOTA samples (2.8 MB), by default at
@@ -61,12 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's samrs_ray, installed or not
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from engine import Spec, add_input_arguments, agreement, load_masks, prepare_inputs  # noqa: E402
-from fast_path import EXACT, step_worker  # noqa: E402
+from bench.common import Spec, add_input_arguments, agreement, load_masks, prepare_inputs
+from bench.fast_path import EXACT, step_worker
 
 # The job's engine on a GPU (samrs_ray/job/actor.py with resolve_engine's GPU defaults).
 BASELINE = dict(dtype="bfloat16", image_batch=4, prompt_chunk=64, sdpa=True, pack=True)
@@ -200,7 +199,7 @@ def run_step(spec: Spec, name: str, settings: dict[str, Any], transform: str, ti
                                "transform": transform, "warm_up": warm_up}))
     log = logs / f"{name}.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, __file__, "--worker", str(job)], stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "bench.gpu_steps", "--worker", str(job)], stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait(timeout=max(timeout, 1))
@@ -381,7 +380,7 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], out: Path, elapsed
     machine = measured[-1].result["machine"]
     first = measured[0].result
     final = [o for o in outcomes if o.kept][-1]
-    header = [f"`{' '.join(['python3', 'bench/gpu_steps.py', *sys.argv[1:]])}`", "",
+    header = [f"`{' '.join(['python3', '-m', 'bench.gpu_steps', *sys.argv[1:]])}`", "",
               f"sam-{args.model_type} (random weights) on {args.device} ({machine['device']}), "
               f"torch {machine['torch']}, triton {machine['triton']}; {first['tiles']} tile(s), {first['boxes']} boxes, "
               f"best of {args.repeats}; {elapsed:.0f} s in all (budget {args.budget_s:.0f} s)", "",

@@ -14,7 +14,7 @@ cost ~4x more to encode, bench/encode.py). The box backend's predict() is the st
 the device's share and is reported apart. Not counted: Ray's own work (moving blocks,
 Ray Data's executor), which bench/engine.py's (c) includes.
 
-    PYTHONPATH=. .venv/bin/python bench/host_work.py --copies 8 --rate 60
+    .venv/bin/python -m bench.host_work --copies 8 --rate 60
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-from engine import REALSAMPLES, make_scenes
 
+from bench.common import REALSAMPLES, make_scenes
 from samrs_ray.config import JobConfig
 from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.listing import IMAGE_SUFFIXES, list_sizes, pair_by_stem

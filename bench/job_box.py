@@ -6,7 +6,7 @@ Prints tiles/s and the share of the job's wall time spent inside the mask backen
 (the busy log of samrs_ray/masks/busy.py), i.e. how much of the job is planning, decoding,
 encoding, writing.
 
-    .venv/bin/python bench/job_box.py --copies 20
+    .venv/bin/python -m bench.job_box --copies 20
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import ray
-from engine import REALSAMPLES, make_scenes
 
+from bench.common import REALSAMPLES, make_scenes
 from samrs_ray.config import JobConfig
 from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import generate

@@ -12,7 +12,7 @@ The syncs cost a little overlap, so the stages add up to a bit more than predict
 split is what to look at. With --trace, a torch.profiler trace of one predict() call is written
 too (open it in chrome://tracing or Perfetto) with the operators that took the most time.
 
-    .venv/bin/python bench/stages.py                                  # tiny, CPU
+    .venv/bin/python -m bench.stages                                  # tiny, CPU
     python3 bench/stages.py --model-type vit_h --device cuda --copies 8 --trace /tmp/trace.json
 """
 
@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from engine import Spec, add_input_arguments, job_config, planned_tiles, prepare_inputs, timed
 
+from bench.common import Spec, add_input_arguments, job_config, planned_tiles, prepare_inputs, timed
 from samrs_ray.job import resolve_engine
 from samrs_ray.job.actor import MaskActor
 
