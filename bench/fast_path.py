@@ -57,8 +57,9 @@ from bench.common import (
 from bench.engine import naive_predict
 from samrs_ray.masks.busy import peak_rss
 from samrs_ray.masks.checkpoint import load_sam
+from samrs_ray.masks.engine_settings import EngineSettings
 from samrs_ray.masks.host_memory import keep_freed_memory
-from samrs_ray.masks.sam import EngineSettings, SamBackend
+from samrs_ray.masks.sam import SamBackend
 
 BEFORE = dict(dtype="float32", image_batch=4, prompt_chunk=4, sdpa=False, compile=False, reuse_host_memory=False)
 STEPS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -17,14 +17,13 @@ host memory in the process (host_memory.py). Opt-in, measured by bench/gpu_steps
 default: the fused rel-pos flash-attention kernel (flash_relpos.py), per-block compilation with
 static shapes, CUDA graphs for the mask decoder, one sync per encoder batch, bf16 upsampling.
 
-Over 400 lines on purpose: the engine's settings, the batched encoder and decoder calls and
-the packing on the device are one path that must stay equal to the official predictor's.
+The settings live in engine_settings.py, the tensor helpers (padding, packing to bits, input
+checks) in tensors.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, TypeVar
@@ -34,64 +33,15 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samrs_ray.inputs.presets import PROMPT_TYPES
 from samrs_ray.masks.backend import PromptBatch, TileMasks
-from samrs_ray.masks.fast_attention import KERNELS, use_sdpa
+from samrs_ray.masks.engine_settings import DTYPES, EngineSettings, is_out_of_memory, supports_bfloat16
+from samrs_ray.masks.fast_attention import use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
-from samrs_ray.masks.model_types import IMAGE_BATCH, PROMPT_CHUNK_GPU
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from samrs_ray.masks.tensors import check_inputs, pack_bits, pad_rows
 
 T = TypeVar("T")
 
 
-@dataclass
-class EngineSettings:
-    """How the engine runs.
-
-    With float32, prompt_chunk=1 and sdpa/compile off, the masks are bit-for-bit those of
-    SamPredictor.predict(box=...). Larger chunks, sdpa and compile change the float reduction
-    order (logits move by ~1e-6 relative) and may flip a boundary pixel or two per mask.
-    On a CPU, prompt_chunk 1-4 and image_batch 1 are fastest and smallest (each prompt carries
-    a 4 MB image-token tensor through the decoder: chunk 64 took 5-14% longer and 2.6 GB more
-    RSS on the bench box); 64 suits a GPU. Figures for every setting: bench/RESULTS.md.
-    """
-
-    device: str = "cpu"
-    dtype: str = "float32"  # "float32" | "bfloat16" (autocast)
-    image_batch: int = IMAGE_BATCH  # tiles per image-encoder call
-    prompt_chunk: int = PROMPT_CHUNK_GPU  # prompts per prompt-encoder/mask-decoder call
-    multimask: bool = False  # True: SAM's 3 masks per prompt, keep the one with the best predicted IoU
-    pack: bool = False  # hand masks over bit-packed, packed on the device (TileMasks.bits); the Ray job's choice
-    sdpa: bool = False  # image-encoder attention through F.scaled_dot_product_attention (patches the model)
-    compile: bool = False  # torch.compile the image encoder and mask decoder (CPU: 12-33 s to compile, then 1.6x)
-    pin_memory: bool = True  # CUDA: page-locked host buffers, asynchronous copies, one sync per tile
-    reuse_host_memory: bool = True  # glibc: keep freed host memory in the process (see host_memory.py)
-    threads: Optional[int] = None  # torch CPU threads for this process; None: leave as it is
-    # The opt-in steps of bench/gpu_steps.py; each default is the engine's behaviour before them.
-    attention: str = "sdpa"  # with sdpa: "sdpa" (bias as attn_mask) | "flash-relpos" (bias fused, Triton, CUDA)
-    sync: str = "tile"  # CUDA: wait for the device once per "tile", or once per encoder "batch" (fuller queue)
-    upsample_dtype: str = "float32"  # dtype of the mask upsampling to tile size ("bfloat16": half the bytes)
-    compile_mode: Optional[str] = None  # with compile: torch.compile mode of the image encoder (None: default)
-    compile_blocks: bool = False  # with compile: compile each ViT block, not the whole encoder (2 compiles, not 32)
-    static_shapes: bool = False  # pad the last encoder batch and every decoder chunk to full size: one shape each
-    decoder_graphs: bool = False  # CUDA: prompt encoder + mask decoder as CUDA graphs (chunks padded to prompt_chunk)
-
-    def __post_init__(self) -> None:
-        for name in ("dtype", "upsample_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name} must be one of {tuple(DTYPES)}, not {getattr(self, name)!r}")
-        if self.attention not in KERNELS or (self.attention != "sdpa" and not self.sdpa):
-            raise ValueError(f"attention must be one of {KERNELS} (all but 'sdpa' with sdpa=True), "
-                             f"not {self.attention!r}")
-        if self.sync not in ("tile", "batch"):
-            raise ValueError(f"sync must be 'tile' or 'batch', not {self.sync!r}")
-        if self.image_batch < 1 or self.prompt_chunk < 1:
-            raise ValueError(
-                f"image_batch and prompt_chunk must be >= 1 (got {self.image_batch}, {self.prompt_chunk})"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, not {self.threads}")
 
 
 @dataclass
@@ -107,32 +57,10 @@ class PreparedTile:
     original_size: tuple[int, int]
 
 
-def engine_threads(device: str, engines: int = 1) -> Optional[int]:
-    """CPU threads for one engine process: the cores this process may run on, shared by `engines`
-    engines on the machine; None (leave torch's setting alone) when the engine runs on a GPU.
-
-    Ray starts an actor with OMP_NUM_THREADS set to its num_cpus (1 by default), so torch in a
-    SAM actor would use a single core even where that actor is the node's only heavy work.
-    """
-    if device != "cpu":
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, engines))
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error)
-    )
 
 
-def supports_bfloat16(device: torch.device) -> bool:
-    """Whether bf16 autocast is native on `device` (emulated bf16 on an AVX2 CPU is ~40x slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return True
 
 
 class SamBackend:
@@ -407,35 +335,7 @@ class SamBackend:
         return None
 
 
-def pad_rows(tensor: Optional[torch.Tensor], size: int) -> Optional[torch.Tensor]:
-    """(n, ...) -> (size, ...) with the last row repeated (n <= size); None stays None."""
-    if tensor is None or len(tensor) >= size:
-        return tensor
-    return torch.cat([tensor, tensor[-1:].expand(size - len(tensor), *tensor.shape[1:])])
 
 
-def pack_bits(masks: torch.Tensor) -> torch.Tensor:
-    """masks (N, H, W) bool -> ((N*H*W + 7) // 8,) uint8 on the same device, np.packbits's layout
-    (flattened, most significant bit first, the last byte padded with zeros)."""
-    flat = masks.reshape(-1)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=masks.device)
-    return (flat.view(-1, 8).to(torch.uint8) * weights).sum(dim=1, dtype=torch.uint8)
 
 
-def check_inputs(image: np.ndarray, batch: PromptBatch, index: int) -> None:
-    """Refuse what SAM would silently turn into garbage (wrong layout, NaN prompts)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"tile {index}: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    if batch.kind not in PROMPT_TYPES:
-        raise ValueError(f"tile {index}: unknown prompt kind {batch.kind!r}; expected one of {PROMPT_TYPES}")
-    if len(batch) == 0:
-        return
-    needed = {"point": "points", "rbox-mask": "mask_inputs"}.get(batch.kind, "boxes")
-    values = getattr(batch, needed)
-    if values is None or len(values) != len(batch):
-        raise ValueError(f"tile {index}: {batch.kind!r} prompts need {needed} for all {len(batch)} prompts")
-    if not np.isfinite(values).all():
-        raise ValueError(f"tile {index}: {needed} of the {batch.kind!r} prompts contain NaN or infinity")

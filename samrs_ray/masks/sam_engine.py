@@ -38,7 +38,8 @@ def build(config: "JobConfig", expected_checksum: Optional[str]) -> "SamBackend"
     import torch
 
     from samrs_ray.masks.checkpoint import load_sam
-    from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads
+    from samrs_ray.masks.engine_settings import EngineSettings, engine_threads
+    from samrs_ray.masks.sam import SamBackend
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.gpus_per_actor and device == "cpu":

@@ -22,8 +22,10 @@ from PIL import Image
 from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import unpack_masks
 from samrs_ray.masks.checkpoint import build_sam
+from samrs_ray.masks.engine_settings import EngineSettings, supports_bfloat16
 from samrs_ray.masks.fast_attention import flash_relpos_forward, sdpa_forward
-from samrs_ray.masks.sam import EngineSettings, SamBackend, pad_rows, supports_bfloat16
+from samrs_ray.masks.sam import SamBackend
+from samrs_ray.masks.tensors import pad_rows
 from tests.masks.helpers import box_prompts, crop_with_boxes
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

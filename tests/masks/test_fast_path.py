@@ -26,9 +26,10 @@ from samrs_ray.masks.backend import TileMasks, unpack_masks
 from samrs_ray.masks.box import BoxBackend
 from samrs_ray.masks.busy import BUSY_LOG, BusyInterval, busy_seconds, read_busy_log, timed_predict
 from samrs_ray.masks.checkpoint import build_sam
+from samrs_ray.masks.engine_settings import EngineSettings, engine_threads, supports_bfloat16
 from samrs_ray.masks.fast_attention import sdpa_forward, use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
-from samrs_ray.masks.sam import EngineSettings, SamBackend, engine_threads, supports_bfloat16
+from samrs_ray.masks.sam import SamBackend
 from tests.masks.helpers import box_prompts, crop_with_boxes, randomise_rel_pos
 
 MAX_PIXELS_PER_MASK = 4

@@ -22,7 +22,9 @@ from segment_anything import SamPredictor, sam_model_registry
 from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import PromptBatch, TileMasks, unpack_masks
 from samrs_ray.masks.checkpoint import build_sam
-from samrs_ray.masks.sam import EngineSettings, SamBackend, pack_bits, supports_bfloat16
+from samrs_ray.masks.engine_settings import EngineSettings, supports_bfloat16
+from samrs_ray.masks.sam import SamBackend
+from samrs_ray.masks.tensors import pack_bits
 from tests.masks.helpers import box_prompts, crop_with_boxes
 
 MAX_PIXELS_PER_MASK = 4
