@@ -7,7 +7,7 @@ never build a model can name model types without importing torch and segment_any
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 
-# The engine's batch sizes, written once for the engine (masks/sam.py) and the job (config.py):
+# The engine's batch sizes, written once for the engine (masks/engine_settings.py) and the job (config.py):
 # tiles per image-encoder call, and prompts per decoder call on GPUs and on CPUs (where big
 # chunks cost memory faults; bench/RESULTS.md).
 IMAGE_BATCH = 4

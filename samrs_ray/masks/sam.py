@@ -17,8 +17,8 @@ host memory in the process (host_memory.py). Opt-in, measured by bench/gpu_steps
 default: the fused rel-pos flash-attention kernel (flash_relpos.py), per-block compilation with
 static shapes, CUDA graphs for the mask decoder, one sync per encoder batch, bf16 upsampling.
 
-The settings live in engine_settings.py, the tensor helpers (padding, packing to bits, input
-checks) in tensors.py.
+The settings live in engine_settings.py, the tensor helpers (input checks, prompts as tensors,
+padding, packing to bits) in tensors.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from samrs_ray.masks.backend import PromptBatch, TileMasks
 from samrs_ray.masks.engine_settings import DTYPES, EngineSettings, is_out_of_memory, supports_bfloat16
 from samrs_ray.masks.fast_attention import use_sdpa
 from samrs_ray.masks.host_memory import keep_freed_memory
-from samrs_ray.masks.tensors import check_inputs, pack_bits, pad_rows
+from samrs_ray.masks.tensors import check_inputs, pack_bits, pad_rows, prompt_tensors
 
 T = TypeVar("T")
 
@@ -151,7 +151,7 @@ class SamBackend:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def prepare(self, image: np.ndarray) -> PreparedTile:
-        """Resize and normalise one tile exactly as SamPredictor.set_image does."""
+        """Resize and normalise one tile exactly as SamPredictor.set_image does. image: (H, W, 3) uint8 RGB."""
         target = self.transform.get_preprocess_shape(image.shape[0], image.shape[1], self.transform.target_length)
         # apply_image goes through PIL even when the size is already right, where PIL's resize is a copy
         same_size = target == image.shape[:2]
@@ -194,7 +194,8 @@ class SamBackend:
     def decode_tile(
         self, tile: PreparedTile, embedding: torch.Tensor, batch: PromptBatch, image_pe: torch.Tensor
     ) -> TileMasks:
-        """All prompts of one tile -> its masks, waiting for the device once."""
+        """All prompts of one tile -> its masks, waiting for the device once.
+        embedding: the tile's (1, 256, 64, 64) image embedding; image_pe: (1, 256, 64, 64) get_dense_pe()."""
         finish = self.queue_tile(tile, embedding, batch, image_pe)
         self.wait()  # once per tile: the device runs ahead of Python while the chunks are queued
         return finish()
@@ -260,7 +261,7 @@ class SamBackend:
 
         embedding: the tile's (1, 256, 64, 64) image embedding; image_pe: get_dense_pe().
         """
-        points, boxes, mask_inputs = self.prompt_tensors(batch, original_size, rows)
+        points, boxes, mask_inputs = prompt_tensors(batch, original_size, rows, self.transform, self.device)
         count, size = len(range(len(batch))[rows]), self.prompt_chunk
         if self.pad_chunks:
             # One decoder shape: the last prompt repeated up to prompt_chunk, its copies' outputs dropped.
@@ -290,27 +291,6 @@ class SamBackend:
         best = iou.argmax(dim=1)
         picked = torch.arange(iou.shape[0], device=iou.device)
         return logits[picked, best][:, None], iou[picked, best]
-
-    def prompt_tensors(
-        self, batch: PromptBatch, original_size: tuple[int, int], rows: slice
-    ) -> tuple[Optional[tuple[torch.Tensor, torch.Tensor]], Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """(points, boxes, mask_inputs) for the prompt encoder, in the model's input frame.
-
-        Coordinates are transformed in numpy float64 then cast, as SamPredictor.predict does,
-        so each prompt lands on exactly the same float32 value as in the official path.
-        'point': one foreground point (n, 1, 2) + labels (n, 1); 'rbox-mask': (n, 1, 256, 256)
-        mask logits alone; 'hbox'/'rhbox': boxes (n, 4) xyxy.
-        """
-        if batch.kind == "point":
-            coords = self.transform.apply_coords(batch.points[rows], original_size)
-            coords = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
-            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
-            return (coords, labels), None, None
-        if batch.kind == "rbox-mask":
-            mask_inputs = torch.as_tensor(batch.mask_inputs[rows], dtype=torch.float, device=self.device)
-            return None, None, mask_inputs[:, None]
-        boxes = self.transform.apply_boxes(batch.boxes[rows], original_size)
-        return None, torch.as_tensor(boxes, dtype=torch.float, device=self.device), None
 
     def retry_smaller(self, setting: str, step: Callable[[], T]) -> Optional[T]:
         """step() or, when the device runs out of memory, None after halving `setting`.
