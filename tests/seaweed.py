@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import fsspec
 
@@ -333,15 +333,27 @@ def _ensure_bucket(client, bucket: str) -> None:
     client.head_bucket(Bucket=bucket)
 
 
+class Answer(NamedTuple):
+    """An HTTP answer as the proxy passes it back: status, reason, headers and body."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    data: bytes
+
+
 class CountingProxy:
     """An HTTP proxy on loopback in front of an S3 server that records each request's method and
     path: to check what a run read, through a real S3 client and server. The client signs its
-    requests for the proxy's address; the Host header is passed on as it came, so they verify."""
+    requests for the proxy's address; the Host header is passed on as it came, so they verify.
+
+    Each request goes to `handle`, which relays it: a subclass changes what happens to it there
+    (tests/faultproxy.py answers some with errors, or drops the connection)."""
 
     def __init__(self, upstream: S3Server):
         self.upstream = upstream
         self.requests: list[tuple[str, str]] = []
-        target = urllib.parse.urlsplit(upstream.endpoint_url)
+        self.upstream_at = urllib.parse.urlsplit(upstream.endpoint_url)
         proxy = self
 
         class Relay(http.server.BaseHTTPRequestHandler):
@@ -349,25 +361,9 @@ class CountingProxy:
 
             def relay(self) -> None:
                 proxy.requests.append((self.command, urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)))
+                # the whole body first, whatever becomes of the request: the connection stays in step
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
-                    connection.request(self.command, self.path, body=body, headers=headers)
-                    answer = connection.getresponse()
-                    data = answer.read()
-                finally:
-                    connection.close()
-                self.send_response(answer.status, answer.reason)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
-                        self.send_header(name, value)
-                # a HEAD's length is the object's, as the server said; else the body's
-                length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
-                self.send_header("Content-Length", length)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                proxy.handle(self, body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
 
@@ -384,6 +380,35 @@ class CountingProxy:
     def __exit__(self, *exc_info: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def handle(self, request: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        """Answer one request (its body already read): relay it to the upstream and back."""
+        self.answer(request, self.forward(request, body))
+
+    def forward(self, request: http.server.BaseHTTPRequestHandler, body: bytes) -> Answer:
+        """Send the request to the upstream server; its answer."""
+        connection = http.client.HTTPConnection(self.upstream_at.hostname, self.upstream_at.port, timeout=60)
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "expect"}
+            connection.request(request.command, request.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            return Answer(answer.status, answer.reason, answer.getheaders(), answer.read())
+        finally:
+            connection.close()
+
+    @staticmethod
+    def answer(request: http.server.BaseHTTPRequestHandler, answer: Answer) -> None:
+        request.send_response(answer.status, answer.reason)
+        length = str(len(answer.data))
+        for name, value in answer.headers:
+            if name.lower() == "content-length" and request.command == "HEAD":
+                length = value  # a HEAD's length is the object's, as the server said
+            elif name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", length)
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(answer.data)
 
     def reads(self, prefix: str) -> list[str]:
         """Paths of the objects under `prefix` (bucket/key...) that were read (GET)."""
