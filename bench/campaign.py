@@ -1,6 +1,6 @@
 """The campaign (issue 23): faults at random, many times, against the dataset's promises.
 
-    .venv/bin/python bench/campaign.py --runs 200 --seed 0
+    .venv/bin/python -m bench.campaign --runs 200 --seed 0      # from the repository root
 
 SeaweedFS, the fault proxy (tests/faultproxy.py) and a local Ray cluster start once. Each run is
 an iteration: the inputs on S3 change (seeded: a label edited, a scene added, deleted, without
@@ -38,18 +38,15 @@ import fsspec
 import numpy as np
 from PIL import Image
 
-# The helpers (SeaweedFS, the fault proxy, a Ray cluster, scene writers) live in tests/, which is
-# not an installed package: the repository root goes on sys.path to import them.
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.campaign_checks import Invariant, content, difference, sha  # noqa: E402
-from tests.datasets import write_scene  # noqa: E402
-from tests.faultproxy import KINDS, FaultProxy, FaultRates  # noqa: E402
-from tests.raycluster import RAY, RayCluster  # noqa: E402
-from tests.seaweed import S3Server, SeaweedS3  # noqa: E402
+from bench.campaign_checks import Invariant, content, difference, sha
+from tests.datasets import write_scene
+from tests.faultproxy import KINDS, FaultProxy, FaultRates
+from tests.raycluster import RAY, RayCluster
+from tests.seaweed import S3Server, SeaweedS3
 
 SIZES, CLASSES = (128, 192, 256), ("small-vehicle", "plane", "ship", "storage-tank")
+# killed runs' leases expire within the campaign (900 s by default), so their left-overs are checked too
+LEASE_EXPIRY_S = 60.0
 NOT_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
 RUN_ARGS = ["--preset", "sota", "--model", "box", "--tile-size", "128", "--gap", "32", "--shard-tiles", "8"]
 
@@ -94,12 +91,13 @@ class Campaign:
             self.proxy = FaultProxy(self.s3)
             proxied = self.stack.enter_context(self.proxy)
             # the cluster's workers read and write S3 with its environment: through the proxy
-            self.cluster = self.stack.enter_context(RayCluster(self.workdir, env=proxied.env))
+            env = {**proxied.env, "SAMRS_RAY_LEASE_EXPIRY_S": str(LEASE_EXPIRY_S)}
+            self.cluster = self.stack.enter_context(RayCluster(self.workdir, env=env))
             subprocess.run([str(RAY), "get-auth-token", "--generate"], env=self.cluster.env, capture_output=True)
             self.cluster.start_head(num_cpus=2)
             self.root = f"{self.s3.bucket}/campaign-{self.seed}-{uuid.uuid4().hex[:6]}"
             self.out, self.inputs = f"{self.root}/out", self.workdir / "inputs"
-            self.invariant = Invariant(self.fs, self.out)
+            self.invariant = Invariant(self.fs, self.out, LEASE_EXPIRY_S)
             (self.workdir / "logs").mkdir(exist_ok=True)
             rng = random.Random(f"{self.seed}/initial")
             for _ in range(self.n_scenes):

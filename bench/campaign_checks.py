@@ -11,7 +11,7 @@ never through the fault proxy:
     clean      after a fault-free run: no hidden *.tmp, no stale lease (or the run's own) in
                _active/, no shard or PNG that no retained version uses and that is older than
                every live lease (the clean-up's own rule: a killed run's lease protects its files
-               until it expires, versions.LEASE_EXPIRY_S)
+               until it expires: SAMRS_RAY_LEASE_EXPIRY_S, 60 s in the campaign)
 
 The version records, file digests and tile maps are remembered while a version is retained.
 """
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from samrs_ray.dataset import layout
-from samrs_ray.dataset.versions import CLOCK_SLACK_S, LEASE_EXPIRY_S
+from samrs_ray.dataset.versions import CLOCK_SLACK_S
 
 COMMITTED, NOT_COMMITTED = (0, 1, 5), (2, 3, 4)  # exit codes that say the run did / did not commit
 URIS = ("label_uri", "color_uri", "image_uri")
@@ -42,8 +42,8 @@ Failure = tuple[str, str]  # (check, what broke)
 class Invariant:
     """What the campaign knows of one dataset on S3 (`out`: bucket/key, no protocol)."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, out: str):
-        self.fs, self.out = fs, out
+    def __init__(self, fs: fsspec.AbstractFileSystem, out: str, lease_expiry_s: float):
+        self.fs, self.out, self.lease_expiry_s = fs, out, lease_expiry_s
         self.records: dict[int, dict] = {}
         self.snapshots: dict[int, dict[str, tuple]] = {}  # version: its inputs, {scene: (image, label) sha}
         self.digests: dict[str, str] = {}  # path: sha256 when first seen committed (while retained)
@@ -132,10 +132,10 @@ class Invariant:
         found = self.fs.find(self.out, detail=True)
         leases = {p: json.loads(self.fs.cat_file(p)) for p in found if p.startswith(f"{self.out}/_active/")}
         live = [float(lease["started_at"]) for lease in leases.values()
-                if since - float(lease["refreshed_at"]) < LEASE_EXPIRY_S and lease["run_id"] != run_id]
+                if since - float(lease["refreshed_at"]) < self.lease_expiry_s and lease["run_id"] != run_id]
         spare_after = min(live) - CLOCK_SLACK_S if live else math.inf
         left = [p for p, lease in leases.items()
-                if lease["run_id"] == run_id or time.time() - float(lease["refreshed_at"]) >= LEASE_EXPIRY_S]
+                if lease["run_id"] == run_id or time.time() - float(lease["refreshed_at"]) >= self.lease_expiry_s]
         for path, info in found.items():
             rel, name = path[len(self.out) + 1:], path.rsplit("/", 1)[-1]
             if name.startswith(".") and name.endswith(".tmp"):

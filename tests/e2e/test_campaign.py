@@ -6,7 +6,7 @@ fault-free run equals a clean run of the same inputs, and its clean-up leaves no
 
 The seed is chosen so that these iterations hold a driver kill, a worker kill and a scene whose
 file the store refuses (the campaign prints each iteration's plan). The whole campaign, 200
-iterations, is `python bench/campaign.py --runs 200 --seed 0`."""
+iterations, is `python -m bench.campaign --runs 200 --seed 0`."""
 
 from __future__ import annotations
 
