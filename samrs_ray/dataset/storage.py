@@ -46,8 +46,9 @@ def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> by
     return fs.cat_file(path)
 
 
-# Our own tries come on top of the S3 client's (botocore retries 5xx and throttling within about
-# a second); they ride out a store that is away for several seconds: a restart, a failover.
+# Our own tries come on top of the S3 client's (botocore and s3fs retry 5xx, throttling and resets:
+# on a key that stays throttled, about 25 GETs and a minute); they ride out a store that is away
+# for longer: a restart, a failover. A file the store keeps refusing so costs a few minutes.
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 1.0
 

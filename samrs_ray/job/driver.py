@@ -46,7 +46,11 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     preflight.check_writable(config)
     checksum = model_checksum(config)
     faults.arm()
-    started_ray = connect(config.address)
+    try:
+        started_ray = connect(config.address)
+    except Exception as error:  # a cluster gone or unreachable: nothing was started or written
+        raise RunFailed(f"cannot reach the Ray cluster at {config.address or 'a new local Ray'}: "
+                        f"{root_cause(error)}. Nothing was written; rerun once it is up.") from error
     config = resolve_engine(config, ray.cluster_resources().get("GPU", 0) if config.address is None else 0)
     clock.lap("start")
     try:
