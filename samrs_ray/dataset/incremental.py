@@ -44,11 +44,11 @@ class ShardIndex:
         ids = table.column("tile_id").to_pylist()
         self.tiles[name] = dict(zip(ids, table.column("fingerprint").to_pylist()))
         self.instances[name] = dict(zip(ids, table.column("n_instances").to_pylist()))
-        self.sources[name] = dict(zip(ids, table.column("source_uri").to_pylist()))
+        sources = table.column("source_uri").to_pylist()
+        self.sources[name] = dict(zip(ids, sources))
         self.splits[name] = dict(zip(ids, table.column("split").to_pylist()))
         # by file name, not URI, so that a dataset copied elsewhere still finds its files; an uncut
         # tile's image is its scene, an input file, not one of the dataset's tiles/ PNGs
-        sources = table.column("source_uri").to_pylist()
         names = {folder: [posixpath.basename(u) if u and not (folder == "tiles" and u == source) else ""
                           for u, source in zip(table.column(column).to_pylist(), sources)]
                  for folder, column in URI_COLUMNS.items()}

@@ -128,9 +128,9 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     outcome = Outcome.of(rows, [error_row(i) for i in pair_issues])
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
     why = {r["scene"]: r["reason"] for r in rows if scene_cache.is_store_trouble(r)}
-    unread = {p.image_uri: (p.name, why[p.name]) for p in pairs if p.name in why}
+    not_given = {p.image_uri: (p.name, why[p.name]) for p in pairs if p.name in why}
     record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster,
-                    unread)
+                    not_given)
     clock.lap("commit")
     return record
 
