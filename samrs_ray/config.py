@@ -45,6 +45,12 @@ class JobConfig:
     model_type: str = "vit_h"
     checkpoint: Optional[str] = None  # None: the official release file of model_type
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # map runs (--label-format vector): the raster bands giving R, G, B (1-based; None: by colour
+    # interpretation), the stretch to 8 bits (None: none for 8-bit rasters, else percentile:2,98)
+    # and the layers' class attribute
+    bands: Optional[tuple[int, ...]] = None
+    stretch: Optional[str] = None
+    class_field: str = "class"
     paint_order: str = "annotation"
     write_color: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +99,11 @@ class JobConfig:
             raise ConfigError("--gpus-per-actor must be 0 (CPU only) or more")
         if self.gpu_wait_s <= 0:
             raise ConfigError("--gpu-wait must be a positive number of seconds")
+        if self.bands is not None and (not 1 <= len(self.bands) <= 3 or min(self.bands) < 1):
+            raise ConfigError("--bands takes 1 to 3 band numbers, counted from 1 (e.g. 4,3,2)")
+        if self.stretch is not None:
+            from samrs_ray.inputs.rasters import Stretch  # numpy only; checks the spelling before Ray starts
+            Stretch.parse(self.stretch)
         if self.out.rstrip("/") in (self.images.rstrip("/"), self.labels.rstrip("/")):
             raise ConfigError("--out must not be the --images or --labels folder")
 
@@ -124,6 +135,9 @@ class JobConfig:
             "model_checksum": model_checksum,
             "dtype": self.dtype if ENGINES[self.model].model_types else None,
             "multimask": self.multimask if ENGINES[self.model].model_types else None,
+            # map runs only, so that the fingerprints of label-file runs stay as they were
+            **({"bands": list(self.bands or ()), "stretch": self.stretch, "class_field": self.class_field}
+               if p.label_format == "vector" else {}),
         }
 
     def public(self) -> dict[str, Any]:

@@ -41,6 +41,16 @@ def tile_size(text: str) -> int:
     return value
 
 
+def band_list(text: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give band numbers counted from 1, e.g. 4,3,2") from None
+    if not 1 <= len(bands) <= 3 or min(bands) < 1:
+        raise argparse.ArgumentTypeError("give 1 to 3 band numbers counted from 1, e.g. 4,3,2")
+    return bands
+
+
 def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -87,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--preset", required=True, choices=[*PRESETS, "custom"],
                      help="sota (DOTA), sior (DIOR), fast (FAIR1M), or custom with --classes")
     gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...)")
-    gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml)")
+    gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml), or with "
+                                                   "--label-format vector a vector layer or a folder of them")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
     gen.add_argument("--model", choices=tuple(ENGINES), default=DEFAULTS["model"],
                      help="sam (without --checkpoint, downloads the official checkpoint: 2.4 GB for vit_h), "
@@ -104,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"(default: {preset_values('iof_thr')})")
     gen.add_argument("--classes", help="custom preset: a file with one class name per line")
     gen.add_argument("--label-format", choices=list(LABEL_FORMATS), help="label format (default: the preset's)")
+    gen.add_argument("--class-field", default=DEFAULTS["class_field"],
+                     help="vector labels: the attribute holding each feature's class")
+    gen.add_argument("--bands", type=band_list, metavar="R,G,B",
+                     help="raster scenes: the bands to use, counted from 1 (default: red, green, blue by colour "
+                          "interpretation, else the first three)")
+    gen.add_argument("--stretch", metavar="none|minmax|percentile:LOW,HIGH",
+                     help="raster scenes: how values become 8 bits, computed once per scene (default: none for "
+                          "8-bit rasters, else percentile:2,98)")
     gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")
@@ -157,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a version in a layout other training code reads")
     export.add_argument("--out", required=True)
-    export.add_argument("--format", required=True, choices=["samrs", "mmseg", "coco"],
+    export.add_argument("--format", required=True, choices=["samrs", "mmseg", "coco", "geo"],
                         help="samrs: images/ gray/ color/ ins/, train.txt valid.txt; mmseg: img_dir/ ann_dir/ by "
-                             "split; coco: <split>.json")
+                             "split; coco: <split>.json; geo: a label COG per scene and instances.parquet "
+                             "(GeoParquet polygons; needs the geo extra)")
     export.add_argument("--dest", required=True, help="where to write (any fsspec URI); reruns update it")
     export.add_argument("--version", help=VERSION_HELP)
     export.add_argument("--instances", choices=["pkl", "json"], default="pkl",

@@ -9,6 +9,7 @@
       _run.json                     a copy of the latest version's record
       _active/<run_id>.json         runs at work now (a lease each run refreshes)
       _cache/scenes.parquet         what planning found per scene file version (scene_cache.py)
+      _cache/rasters.json           raster scenes' headers per file version (inputs/map_inputs.py)
       report/                       `samrs-ray stats` (default place)
       coco.json                     `samrs-ray export-coco` (default place)
 
@@ -93,6 +94,10 @@ def active_path(out: str, run_id: str) -> str:
 
 def scene_cache(out: str) -> str:
     return storage.join(out, "_cache", "scenes.parquet")
+
+
+def raster_cache(out: str) -> str:
+    return storage.join(out, "_cache", "rasters.json")
 
 
 def report_folder(out: str) -> str:

@@ -40,6 +40,8 @@ TILES = pa.schema([
     ("fingerprint", pa.string()),
     ("model", pa.string()),
     ("created_at", pa.string()),  # ISO 8601 UTC, when this tile was computed
+    ("crs", pa.string()),  # raster scenes: the scene's CRS, 'EPSG:n' or WKT (null: no georeferencing, or a label-file scene)
+    ("transform", pa.list_(pa.float64(), 6)),  # raster scenes: the tile's pixel -> map affine (a, b, c, d, e, f)
 ])
 
 RLE = pa.struct([("counts", pa.string()), ("height", pa.int32()), ("width", pa.int32())])
@@ -100,7 +102,8 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[
         table = parquet.read(columns=None if columns is None else [c for c in columns if c in present])
     for column in columns or ():
         if column not in present:
-            table = table.append_column(column, pa.nulls(table.num_rows, pa.string()))
+            types = [schema.field(column).type for schema in TABLES.values() if column in schema.names]
+            table = table.append_column(column, pa.nulls(table.num_rows, types[0] if types else pa.string()))
     return table.select(columns) if columns else table
 
 

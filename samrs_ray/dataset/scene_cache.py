@@ -38,25 +38,28 @@ from samrs_ray.planning.plan import PlanSettings
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # raised when planning changes what it makes of the same files
+FORMAT = 2  # raised when planning changes what it makes of the same files
 
 # the plan's own columns (rows.py): what a scene's files and the settings decide
 PLAN_COLUMNS = ("kind", "status", "scene", "tile_id", "fingerprint", "pixels_key", "source_uri", "label_source_uri",
                 "cut", "x0", "y0", "width", "height", "n_objects", "n_windows", "n_empty", "n_in_tiles", "reason",
-                "stage", "line")
+                "stage", "line", "crs", "transform")
 COLUMNS = pa.schema([pa.field("key", pa.string()), *(ROW.field(name) for name in PLAN_COLUMNS)])
 
 Cache = dict[str, list[dict[str, Any]]]  # scene_key -> the scene's plan rows
 
 
-def scene_key(settings: PlanSettings, pair: ScenePair, files: dict[str, StoredFile]) -> Optional[str]:
+def scene_key(settings: PlanSettings, pair: ScenePair, files: dict[str, StoredFile],
+              objects_digest: Optional[str] = None) -> Optional[str]:
     """What a scene's plan depends on: its name, both files and their versions, the plan settings.
-    None when the store reports no version for a file (then the scene is always read)."""
+    A map scene (`objects_digest` given) has its objects' digest in place of a label file's
+    version. None when the store reports no version for a file (then the scene is always read)."""
     image, label = files.get(pair.image_uri), files.get(pair.label_uri)
-    if image is None or label is None or not image.version or not label.version:
+    label_version = objects_digest or (label.version if label is not None else "")
+    if image is None or not image.version or not label_version:
         return None
     part = [FORMAT, settings.digest, settings.max_pixels, pair.name, pair.image_uri, image.version,
-            pair.label_uri, label.version]
+            pair.label_uri, label_version]
     return hashlib.sha256(json.dumps(part).encode()).hexdigest()
 
 

@@ -73,3 +73,16 @@ def crops_of_packed(data: bytes, count: int, height: int, width: int) -> list[Op
         bits = np.unpackbits(band[:, first:last], axis=1).view(bool)  # 0/1 bytes: valid bools, no copy
         crops.append(crop_of(bits, 8 * first, top))
     return crops
+
+
+def without_nodata(crops: list[Optional[MaskCrop]], nodata: np.ndarray) -> list[Optional[MaskCrop]]:
+    """The crops with the tile's nodata pixels (H, W) bool cleared: nothing is labelled where the
+    scene has no data (a mask made empty by it becomes None)."""
+    cleared: list[Optional[MaskCrop]] = []
+    for crop in crops:
+        if crop is None:
+            cleared.append(None)
+            continue
+        x0, y0, x1, y1 = crop.bounds
+        cleared.append(crop_of(crop.pixels & ~nodata[y0:y1, x0:x1], x0, y0))
+    return cleared

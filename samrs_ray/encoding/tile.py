@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from samrs_ray.dataset import layout, manifest, storage
-from samrs_ray.encoding.crops import MaskCrop, crops_of_packed
+from samrs_ray.encoding.crops import MaskCrop, crops_of_packed, without_nodata
 from samrs_ray.encoding.labelmap import paint_crops
 from samrs_ray.encoding.png import image_png, label_pngs
 from samrs_ray.encoding.rle import describe_crops
@@ -62,14 +62,14 @@ def instance_table(
         "class_id": pa.array([o["class_id"] for o in objects], pa.int32()),
         "class_name": pa.array([o["class_name"] for o in objects], pa.string()),
         "difficult": pa.array([o["difficult"] for o in objects], pa.bool_()),
-        "prompt_type": pa.array([prompt_type] * count, pa.string()),
+        "prompt_type": pa.array([o.get("prompt") or prompt_type for o in objects], pa.string()),
         "prompt_box": pa.FixedSizeListArray.from_arrays(pa.array(prompt_boxes.reshape(-1), pa.float32()), 4),
         "polygon": pa.array([o["polygon"] for o in objects], manifest.INSTANCES.field("polygon").type),
         "mask_rle": rle,
         "area": pa.array([s.area for s in summaries], pa.int64()),
         "predicted_iou": pa.array(scores.astype(np.float32, copy=False)),
         "mask_box": pa.array([s.box for s in summaries], manifest.INSTANCES.field("mask_box").type),
-        "source_uri": pa.array([source_uri] * count, pa.string()),
+        "source_uri": pa.array([o.get("layer") or source_uri for o in objects], pa.string()),
         "source_line": pa.array([o["line"] for o in objects], pa.int32()),
     }
     return pa.table(columns, schema=manifest.INSTANCES)
@@ -99,6 +99,9 @@ def encode_tile(
     objects = json.loads(row["objects"])
     height, width = int(row["height"]), int(row["width"])
     crops = crops_of_packed(row["masks"], len(objects), height, width)
+    if row.get("nodata"):  # a raster tile with nodata pixels (planning/raster_plan.py): they stay 255
+        nodata = np.unpackbits(np.frombuffer(row["nodata"], np.uint8), count=height * width).reshape(height, width)
+        crops = without_nodata(crops, nodata.view(bool))
     scores = np.frombuffer(row["scores"], dtype=np.float32)
     prompt_boxes = np.frombuffer(row["prompt_boxes"], dtype=np.float32).reshape(-1, 4)
     class_ids = np.array([o["class_id"] for o in objects], dtype=np.int64)

@@ -26,7 +26,9 @@ class Annotation:
     polygon: Optional[Quad] = None
     difficult: bool = False
     source: str = ""
-    line: Optional[int] = None  # 1-based line (text formats) or object index (XML formats)
+    line: Optional[int] = None  # 1-based line (text formats) or object index (XML formats); a feature's id
+    layer: Optional[str] = None  # the vector layer of a map feature (inputs/vectors.py); None for label files
+    prompt: Optional[str] = None  # the prompt kind the object asks for (a point feature: 'point'); None: the preset's
 
 
 def enclosing_box(polygon: Quad) -> Box:

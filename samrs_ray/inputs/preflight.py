@@ -8,12 +8,14 @@ installed; the checkpoint is checked by the driver right after (job.actor.model_
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import os
 import posixpath
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import fsspec
 
@@ -27,6 +29,9 @@ from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.inputs.splits import scene_splits
 from samrs_ray.masks.engines import ENGINES
 
+if TYPE_CHECKING:
+    from samrs_ray.inputs.map_inputs import MapScenes
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -37,6 +42,13 @@ class Inputs:
     pairs: list[ScenePair]
     pair_issues: list[InputIssue]
     splits: dict[str, str]  # scene name -> split
+    maps: Optional["MapScenes"] = None  # a map run's rasters and their objects (--label-format vector)
+
+    def objects_digest(self, name: str) -> Optional[str]:
+        """A map scene's objects as a digest (what its labels are, in place of a label file's version)."""
+        if self.maps is None:
+            return None
+        return hashlib.sha256(self.maps.objects[name].encode()).hexdigest()
 
     @property
     def image_sizes(self) -> dict[str, int]:
@@ -61,6 +73,8 @@ def installed(module: str) -> bool:
 def find_inputs(config: JobConfig) -> Inputs:
     """List and pair the inputs; ConfigError when nothing could be processed, saying why."""
     fmt = config.preset.label_format
+    if fmt == "vector":
+        return find_map_inputs(config)
     images = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
     labels = list_folder("--labels", config.labels, LABEL_FORMATS[fmt].suffixes, config)
     pairs, issues = pair_by_stem(sorted(images), sorted(labels))
@@ -153,3 +167,29 @@ def remove_empty_tree(folder: str) -> None:
             os.rmdir(root)
         except OSError:  # not empty: someone else wrote there meanwhile; leave it
             return
+
+
+GEO_MODULES = ("rasterio", "pyproj", "pyogrio")
+
+
+def find_map_inputs(config: JobConfig) -> Inputs:
+    """A map run's inputs: rasters under --images, vector layers under --labels, each feature placed
+    on the scenes it falls on (inputs/map_inputs.py)."""
+    missing = [m for m in GEO_MODULES if not installed(m)]
+    if missing:
+        raise ConfigError(f"--label-format vector needs {', '.join(missing)}: pip install 'samrs-ray[geo]'")
+    from samrs_ray.inputs.map_inputs import map_scenes
+    from samrs_ray.inputs.rasters import RASTER_SUFFIXES, Stretch
+
+    images = list_folder("--images", config.images, RASTER_SUFFIXES, config)
+    layers = list_folder("--labels", config.labels, LABEL_FORMATS["vector"].suffixes, config)
+    fs, out = storage.open_fs(config.out, config.storage_options)
+    maps = map_scenes(images, layers, config.labels, config.preset, config.class_field, config.bands,
+                      Stretch.parse(config.stretch), config.storage_options, fs, out)
+    if not maps.pairs:
+        first = "; ".join(str(issue) for issue in maps.issues[:3])
+        raise ConfigError(f"nothing to process: no feature of the {len(layers)} layers in {config.labels} falls on "
+                          f"any of the {len(images)} rasters in {config.images}" + (f" ({first})" if first else ""))
+    splits = scene_splits([p.name for p in maps.pairs], config.split, config.split_lists, config.split_ratio,
+                          config.storage_options, config.split_file)
+    return Inputs({**images, **layers}, maps.pairs, maps.issues, splits, maps)

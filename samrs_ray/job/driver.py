@@ -25,7 +25,6 @@ from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph
 from samrs_ray.job.progress import Progress
 from samrs_ray.job.rows import Status, error_row
 from samrs_ray.job.stages import stage_settings
-from samrs_ray.planning.plan import group_scenes
 
 
 def run_id_now() -> str:
@@ -89,7 +88,7 @@ def root_cause(error: BaseException) -> str:
 def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
          checksum: str, inputs: preflight.Inputs, say: Callable[[str], None], clock: "Clock") -> RunRecord:
     """From the committed version to the next one: plan, compute what changed, commit."""
-    image_sizes, pairs, pair_issues = inputs.image_sizes, inputs.pairs, inputs.pair_issues
+    pairs, pair_issues = inputs.pairs, inputs.pair_issues
     committed = versions.latest(fs, out)
     index = incremental.read_index(fs, out)
     known = index.known_by_source(incremental.label_pngs(fs, out))
@@ -104,14 +103,13 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     # no tile, or a bad file) without a byte read. Other scenes with tiles already done are checked
     # cheaply (read, hash, plan; no pixels, no model). Only the scenes that changed, and new ones,
     # go through the full graph: so a night without changes never loads SAM or asks for a GPU.
-    keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files) for p in pairs}
+    keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files, inputs.objects_digest(p.name)) for p in pairs}
     cache = scene_cache.read(fs, out)
     replayed = {p.name: scene_cache.replay(cache[keys[p.name]], known.get(p.image_uri, frozenset()), splits[p.name])
                 for p in pairs if keys[p.name] in cache}
     unread = [p for p in pairs if p.name not in replayed]
     seen = [p for p in unread if p.image_uri in known]
-    rows, changed = check_scenes(scene_items(group_scenes(seen, image_sizes, parallelism), known, splits),
-                                 plan_settings)
+    rows, changed = check_scenes(scene_items(seen, inputs, known, config.preset, parallelism), plan_settings)
     changed |= {name for name, scene_rows in replayed.items() if any(r["status"] == Status.TODO for r in scene_rows)}
     rows += [row for name, scene_rows in replayed.items() if name not in changed for row in scene_rows]
     say(f"{len(replayed)} scenes with the same file versions as before (not read), {len(seen)} read to check")
@@ -120,7 +118,7 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     if todo:
         if config.gpus_per_actor:
             gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
-        items = scene_items(group_scenes(todo, image_sizes, parallelism), known, splits)
+        items = scene_items(todo, inputs, known, config.preset, parallelism)
         rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
     scene_cache.write(fs, out, rows, keys)
     clock.lap("work")

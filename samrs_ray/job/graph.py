@@ -22,13 +22,16 @@ import ray
 
 from samrs_ray.config import JobConfig
 from samrs_ray.inputs.listing import ScenePair
+from samrs_ray.inputs.preflight import Inputs
+from samrs_ray.inputs.presets import Preset
 from samrs_ray.job.actor import MaskActor
 from samrs_ray.job.progress import Progress
 from samrs_ray.job.rows import HEAVY_COLUMNS, Kind, Status
 from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
 from samrs_ray.masks.engines import ENGINES
 from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU, PROMPT_CHUNK_GPU
-from samrs_ray.planning.plan import PlanSettings
+from samrs_ray.planning.plan import PlanSettings, group_scenes
+from samrs_ray.planning.raster_plan import scene_parts
 
 ACTOR_BATCHES = 4  # image-encoder batches' worth of rows per GPU mask-actor call
 
@@ -70,12 +73,21 @@ def connect(address: Optional[str]) -> bool:
     return True
 
 
-def scene_items(groups: list[list[ScenePair]], known: dict[str, frozenset[str]],
-                splits: dict[str, str]) -> list[dict[str, Any]]:
-    """One Ray Data item per group of scenes, each scene with its split and the fingerprints
-    already done."""
-    return [{"scenes": [{"name": p.name, "image_uri": p.image_uri, "label_uri": p.label_uri, "split": splits[p.name],
-                         "known": sorted(known.get(p.image_uri, ()))} for p in group]} for group in groups]
+def scene_items(pairs: list[ScenePair], inputs: Inputs, known: dict[str, frozenset[str]], preset: Preset,
+                parallelism: int) -> list[dict[str, Any]]:
+    """The Ray Data items that plan these scenes, each scene with its split and the fingerprints
+    already done: a group of scenes per item (plan.group_scenes), or for the raster scenes of a map
+    run, a part of one scene per item (raster_plan.scene_parts), so a big scene plans in parallel."""
+    def entry(pair: ScenePair) -> dict[str, Any]:
+        return {"name": pair.name, "image_uri": pair.image_uri, "label_uri": pair.label_uri,
+                "split": inputs.splits[pair.name], "known": sorted(known.get(pair.image_uri, ()))}
+
+    maps = inputs.maps
+    if maps is None:
+        return [{"scenes": [entry(p) for p in group]} for group in group_scenes(pairs, inputs.image_sizes, parallelism)]
+    return [{"scenes": [{**entry(p), "part": part.to_item()}]} for p in pairs
+            for part in scene_parts(p.name, maps.rasters[p.name], maps.image_keys[p.name], p.label_uri,
+                                    maps.objects[p.name], preset.tile_size, preset.gap)]
 
 
 def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[list[dict[str, Any]], set[str]]:
@@ -133,7 +145,7 @@ def stages(config: JobConfig, checksum: str, write: WriteSettings) -> list[Stage
         # stage takes the larger batch size, and no tile would be encoded before shard_tiles tiles had masks.
         Stage(shard_batch, reads=("status", "instances", "tile_id", "split", "source_uri", "label_source_uri", "x0",
                                   "y0", "width", "height", "cut", "fingerprint", "pixels_key", "n_instances",
-                                  "created_at"),
+                                  "created_at", "crs", "transform"),
               writes=("shard", "shard_node"), batch_size=config.shard_tiles, batch_format="pyarrow",
               options={"fn_args": (write,), "num_cpus": 0.5}),
     ]

@@ -61,7 +61,10 @@ ROW = pa.schema([
     field("width", pa.int64(), "tile rows: the window's width"),
     field("height", pa.int64(), "tile rows: the window's height"),
     field("objects", pa.string(), "tile rows: JSON list of tile-relative objects (plan.object_record)"),
+    field("crs", pa.string(), "raster scene and tile rows: the scene's CRS, 'EPSG:n' or WKT ('' without georeferencing)"),
+    field("transform", pa.string(), "raster scene and tile rows: JSON [a, b, c, d, e, f], pixel -> map (rasterio)"),
     field("pixels", pa.binary(), "todo tiles, until inference: RGB, height*width*3 bytes"),
+    field("nodata", pa.binary(), "todo raster tiles, until encoding: packed (height, width) nodata bits, or empty"),
     field("masks", pa.binary(), "todo tiles, inference to encoding: bit-packed (N, height, width) masks"),
     field("scores", pa.binary(), "todo tiles, inference to encoding: N float32 predicted IoUs"),
     field("prompt_boxes", pa.binary(), "todo tiles, inference to encoding: N x 4 float32 boxes"),
@@ -81,7 +84,7 @@ ROW = pa.schema([
 # From encoding to sharding only, a tile's instance rows travel in one more column, `instances`
 # (INSTANCE_LISTS below): encode adds it, shard drops it.
 
-HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes")
+HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes", "nodata")
 # {stage: column}: the Ray node each stage of a processed tile ran on
 NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}
 

@@ -3,6 +3,7 @@ Ray-free module (plan, outputs, manifest), and the settings they are given."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from samrs_ray.inputs.listing import ScenePair
 from samrs_ray.job.faults import crash_point
 from samrs_ray.job.rows import HEAVY_COLUMNS, Stage, Status, cleared, fail, indices, put_rows, row_at, with_instances
 from samrs_ray.planning.plan import PlanSettings, plan_scene, settings_digest
+from samrs_ray.planning.raster_plan import RasterPart, plan_part
 
 HELPER_NICENESS = 19  # CPU stages run below the mask actors' priority (see below_engine_priority)
 
@@ -101,7 +103,8 @@ def tile_record(row: dict[str, Any], fs, out: str, settings: WriteSettings) -> d
         "label_source_uri": row["label_source_uri"], "x0": row["x0"], "y0": row["y0"],
         "width": row["width"], "height": row["height"], **tile_uris(fs, out, row, settings.palette is not None),
         "n_instances": row["n_instances"], "fingerprint": row["fingerprint"],
-        "model": settings.model_id, "created_at": row["created_at"],
+        "model": settings.model_id, "created_at": row["created_at"], "crs": row["crs"] or None,
+        "transform": json.loads(row["transform"]) if row["transform"] else None,
     }
 
 
@@ -123,8 +126,12 @@ def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> Iter
     below_engine_priority()
     node = this_node()
     for scene in group["scenes"]:
-        pair = ScenePair(scene["name"], scene["image_uri"], scene["label_uri"])
-        for row in plan_scene(pair, settings, frozenset(scene["known"]), cut):
+        known = frozenset(scene["known"])
+        if "part" in scene:  # a part of a raster scene (a map run)
+            rows = plan_part(RasterPart.from_item(scene["part"]), settings, known, cut)
+        else:
+            rows = plan_scene(ScenePair(scene["name"], scene["image_uri"], scene["label_uri"]), settings, known, cut)
+        for row in rows:
             row.update(split=scene["split"], plan_node=node)
             yield row
         crash_point("plan")

@@ -31,7 +31,7 @@ from samrs_ray.planning.tiling import Window, cut_tile, objects_in_window, plan_
 
 def object_record(annotation: Annotation, class_id: int) -> dict[str, Any]:
     """A tile-relative object as JSON-able data; also what its tile's fingerprint covers."""
-    return {
+    record = {
         "class_id": class_id,
         "class_name": annotation.class_name,
         "difficult": annotation.difficult,
@@ -39,12 +39,16 @@ def object_record(annotation: Annotation, class_id: int) -> dict[str, Any]:
         "polygon": None if annotation.polygon is None else [round(v, 4) for v in annotation.polygon],
         "line": annotation.line,
     }
+    if annotation.layer is not None:  # map features only, so label files' fingerprints stay as they were
+        record.update(layer=annotation.layer, prompt=annotation.prompt)
+    return record
 
 
 def record_annotation(record: dict[str, Any], source: str) -> Annotation:
     polygon = record["polygon"]
     return Annotation(record["class_name"], tuple(record["hbox"]), None if polygon is None else tuple(polygon),
-                      record["difficult"], source, record["line"])
+                      record["difficult"], record.get("layer") or source, record["line"], record.get("layer"),
+                      record.get("prompt"))
 
 
 def tile_annotations(row: dict[str, Any]) -> list[Annotation]:
@@ -53,8 +57,21 @@ def tile_annotations(row: dict[str, Any]) -> list[Annotation]:
 
 
 def tile_prompts(row: dict[str, Any], prompt_type: str) -> PromptBatch:
-    """A tile row's prompts, as the mask stage gives them to the engine."""
+    """A tile row's prompts of one kind (the objects of label files all take the preset's)."""
     return build_prompts(tile_annotations(row), prompt_type, (row["height"], row["width"]))
+
+
+def prompt_groups(row: dict[str, Any], prompt_type: str) -> list[tuple[list[int], PromptBatch]]:
+    """A tile row's prompts, as the mask stage gives them to the engine: one batch per prompt kind
+    (objects of map layers may ask for their own: a point feature, a point prompt), each with the
+    positions of its objects in the row. Label files give one batch of `prompt_type`."""
+    annotations = tile_annotations(row)
+    kinds = [a.prompt or prompt_type for a in annotations]
+    groups = []
+    for kind in dict.fromkeys(kinds) or [prompt_type]:
+        members = [i for i, k in enumerate(kinds) if k == kind]
+        groups.append((members, build_prompts([annotations[i] for i in members], kind, (row["height"], row["width"]))))
+    return groups
 
 
 def fingerprint(settings_digest: str, image_sha: str, window: Window, objects_json: str) -> str:

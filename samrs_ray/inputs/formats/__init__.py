@@ -27,11 +27,17 @@ class LabelFormat:
     read: Callable[[str | bytes, str], ParsedLabels]
 
 
+def per_scene_refused(data: str | bytes, source: str) -> ParsedLabels:
+    raise ValueError(f"{source}: vector layers are read whole by inputs/vectors.py, not per scene")
+
+
 # Every label format the job reads; a new format is one entry here (and a reader module).
 LABEL_FORMATS: dict[str, LabelFormat] = {f.name: f for f in (
     LabelFormat("dota", (".txt",), parse_dota),
     LabelFormat("dior", (".xml",), parse_dior),
     LabelFormat("fair1m", (".xml",), parse_fair1m),
+    # map layers cover many scenes: read once per run (inputs/vectors.py), never per scene
+    LabelFormat("vector", (".geojson", ".gpkg", ".shp", ".parquet", ".geoparquet"), per_scene_refused),
 )}
 
 __all__ = ["LABEL_FORMATS", "LabelFormat", "drop_outside_image", "parse_dior", "parse_dota", "parse_fair1m",

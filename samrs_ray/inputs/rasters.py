@@ -1,0 +1,196 @@
+"""Raster scenes (GeoTIFF, COG, anything GDAL reads) read by window: a tile reads its own window
+and nothing else, so a scene of any size plans in the memory of a few tiles.
+
+    uri -> RasterScene (header, bands, stretch; once per scene) -> read_window -> (RGB uint8, nodata)
+
+The model wants 3 bands of uint8. `--bands` chooses the bands (1-based, as GDAL counts them;
+default: red, green, blue by colour interpretation, else the first three, a single band repeated);
+16-bit and float imagery is mapped to 0..255 by a `Stretch` computed once per scene from a
+decimated read (GDAL serves it from the overviews of a COG), so that every tile of a scene sees
+the same mapping. Needs the `geo` extra (rasterio); nothing here knows of Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from samrs_ray.dataset import storage
+from samrs_ray.errors import ConfigError, InputError
+
+# The longest side of the decimated read a scene's stretch is computed from: 1 Mpx, which a COG
+# serves from one overview level, and enough for percentiles to within a grey level.
+STRETCH_SAMPLE = 1024
+# fsspec's read-ahead per request for a remote scene: about one deflated 512 x 512 COG block, so a
+# window costs a few range requests and no more bytes than it needs.
+REMOTE_BLOCK = 1 << 20
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # GeoTIFF and COG first; any GDAL raster works
+Transform = tuple[float, float, float, float, float, float]  # a, b, c, d, e, f (rasterio's Affine order)
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """How a scene's values become 0..255: 'none' clips, 'minmax' and 'percentile:LOW,HIGH' map
+    [low, high] of each band linearly. `low`/`high` are per chosen band, set once per scene."""
+
+    method: str  # 'none' | 'minmax' | 'percentile'
+    percentiles: tuple[float, float] = (0.0, 100.0)
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional["Stretch"]:
+        """'none', 'minmax' or 'percentile:2,98'; None: the default (none for 8-bit data, else
+        percentile:2,98; RasterScene.open decides per scene)."""
+        if text is None:
+            return None
+        if text in ("none", "minmax"):
+            return cls(text)
+        match = re.fullmatch(r"percentile:([0-9.]+),([0-9.]+)", text)
+        if match and 0 <= float(match[1]) < float(match[2]) <= 100:
+            return cls("percentile", (float(match[1]), float(match[2])))
+        raise ConfigError(f"--stretch {text!r}: give none, minmax or percentile:LOW,HIGH with 0 <= LOW < HIGH <= 100")
+
+    def __str__(self) -> str:
+        return "percentile:%g,%g" % self.percentiles if self.method == "percentile" else self.method
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """values (3, h, w) of any dtype -> (3, h, w) uint8."""
+        if self.method == "none":
+            return np.clip(values, 0, 255).astype(np.uint8)
+        low = np.asarray(self.low, np.float64)[:, None, None]
+        span = np.maximum(np.asarray(self.high, np.float64)[:, None, None] - low, 1e-12)
+        return np.rint(np.clip((values - low) / span, 0, 1) * 255).astype(np.uint8)
+
+
+DEFAULT_STRETCH = Stretch("percentile", (2.0, 98.0))
+
+
+@dataclass(frozen=True)
+class RasterScene:
+    """What planning needs of a raster scene, read once from its header (JSON-able via to_dict)."""
+
+    uri: str
+    width: int
+    height: int
+    crs: Optional[str]  # "EPSG:n" where the CRS has a code, else WKT; None without georeferencing (FAIR1M)
+    transform: Transform  # pixel -> map (identity for a TIFF without georeferencing)
+    bands: tuple[int, int, int]  # 1-based band indexes giving R, G, B
+    dtype: str
+    nodata: Optional[float]  # the declared nodata value; None: the file's mask, if any, says
+    stretch: Stretch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RasterScene":
+        stretch = data["stretch"]
+        return cls(**{**data, "transform": tuple(data["transform"]), "bands": tuple(data["bands"]),
+                      "stretch": Stretch(stretch["method"], tuple(stretch["percentiles"]), tuple(stretch["low"]),
+                                         tuple(stretch["high"]))})
+
+
+@contextmanager
+def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
+    """A rasterio dataset of `uri` (local or any fsspec store, read by range requests).
+    InputError naming the file when GDAL cannot open it."""
+    import rasterio  # the geo extra: only raster scenes need it
+
+    fs, path = storage.open_fs(uri, storage_options)
+    opener = None if storage.is_local(fs) else (
+        lambda p, mode: fs.open(p, mode, block_size=REMOTE_BLOCK, cache_type="readahead"))
+    try:
+        dataset = rasterio.open(path, opener=opener)
+    except FileNotFoundError:
+        raise InputError(uri, "file not found (deleted after listing?)") from None
+    except rasterio.errors.RasterioIOError as error:
+        raise InputError(uri, f"GDAL cannot read this raster: {error}") from None
+    with dataset:
+        yield dataset
+
+
+def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]] = None,
+               stretch: Optional[Stretch] = None) -> RasterScene:
+    """The scene's header, its bands and its stretch (computed here: one decimated read)."""
+    with open_raster(uri, storage_options) as src:
+        chosen = choose_bands(src, bands, uri)
+        georeferenced = src.crs is not None
+        transform = tuple(src.transform)[:6] if georeferenced or not src.transform.is_identity else (
+            1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        if stretch is None:
+            stretch = Stretch("none") if src.dtypes[chosen[0] - 1] == "uint8" else DEFAULT_STRETCH
+        if stretch.method != "none":
+            stretch = measured(src, chosen, stretch, uri)
+        return RasterScene(uri, src.width, src.height, src.crs.to_string() if georeferenced else None,
+                           transform, chosen, src.dtypes[chosen[0] - 1], src.nodata, stretch)
+
+
+def choose_bands(src: Any, bands: Optional[tuple[int, ...]], uri: str) -> tuple[int, int, int]:
+    """`bands` checked against the file, or red/green/blue by colour interpretation, else the
+    first three, else one band three times."""
+    if bands:
+        missing = [b for b in bands if not 1 <= b <= src.count]
+        if missing:
+            raise InputError(uri, f"--bands {','.join(map(str, bands))}: the raster has bands 1..{src.count}, "
+                                  f"not {','.join(map(str, missing))}")
+        return (bands * 3)[:3] if len(bands) == 1 else tuple(bands[:3])  # type: ignore[return-value]
+    names = [ci.name for ci in src.colorinterp]
+    if all(c in names for c in ("red", "green", "blue")):
+        return tuple(names.index(c) + 1 for c in ("red", "green", "blue"))  # type: ignore[return-value]
+    return (1, 2, 3) if src.count >= 3 else (1, 1, 1)
+
+
+def measured(src: Any, bands: tuple[int, int, int], stretch: Stretch, uri: str) -> Stretch:
+    """`stretch` with its per-band low and high, from a read of at most STRETCH_SAMPLE pixels a side."""
+    scale = max(src.width, src.height) / STRETCH_SAMPLE
+    shape = (3, max(1, math.ceil(src.height / max(scale, 1))), max(1, math.ceil(src.width / max(scale, 1))))
+    try:
+        sample = src.read(list(bands), out_shape=shape, masked=True)
+    except Exception as error:  # a truncated or corrupt file: GDAL's own words
+        raise InputError(uri, f"cannot read pixels: {error}") from None
+    low, high = [], []
+    q = stretch.percentiles if stretch.method == "percentile" else (0.0, 100.0)
+    for band in sample:
+        valid = band.compressed().astype(np.float64)
+        valid = valid[np.isfinite(valid)]
+        lo, hi = (np.percentile(valid, q).tolist() if valid.size else (0.0, 255.0))
+        low.append(float(lo))
+        high.append(float(hi))
+    return Stretch(stretch.method, stretch.percentiles, tuple(low), tuple(high))
+
+
+def read_window(src: Any, scene: RasterScene, x0: int, y0: int, width: int, height: int,
+                pad_value: tuple[int, int, int]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """One window -> (RGB (height, width, 3) uint8, nodata (height, width) bool or None when no
+    pixel is nodata). Parts outside the scene are padded with `pad_value` and are not nodata."""
+    from rasterio.windows import Window
+
+    try:
+        values = src.read(list(scene.bands), window=Window(x0, y0, width, height), boundless=True, masked=True)
+    except Exception as error:  # truncated TIFF, corrupt block: GDAL's own words
+        raise InputError(scene.uri, f"cannot read pixels of window {x0},{y0} {width}x{height}: {error}") from None
+    invalid = np.ma.getmaskarray(values).any(axis=0)
+    if np.issubdtype(values.dtype, np.floating):
+        invalid |= ~np.isfinite(values.data).all(axis=0)
+    rgb = scene.stretch.apply(values.data.astype(np.float64) if values.dtype != np.uint8 else values.data)
+    rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
+    inside_h, inside_w = max(0, min(height, scene.height - y0)), max(0, min(width, scene.width - x0))
+    outside = np.ones((height, width), bool)
+    outside[:inside_h, :inside_w] = False
+    rgb[outside] = pad_value
+    rgb[invalid & ~outside] = pad_value
+    nodata = invalid & ~outside
+    return rgb, (nodata if nodata.any() else None)
+
+
+def tile_transform(scene_transform: Transform, x0: int, y0: int) -> Transform:
+    """The affine transform of a window starting at (x0, y0) of a scene with `scene_transform`."""
+    a, b, c, d, e, f = scene_transform
+    return (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
