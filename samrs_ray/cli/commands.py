@@ -87,6 +87,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from samrs_ray.handoff.export import export
 
     counts = export(args.out, args.dest, args.format, args.version, args.storage_options, args.instances)
+    if args.format == "geo":
+        print(f"{args.dest}: {counts['scenes']} scenes ({counts['written']} written, {counts['removed']} removed), "
+              f"{counts['objects']} objects in instances.parquet")
+        return 0
     splits = ", ".join(f"{name} {n}" for name, n in counts.items() if name not in ("tiles", "written", "removed"))
     print(f"{args.dest}: {counts['tiles']} tiles ({counts['written']} written, {counts['removed']} removed); {splits}")
     return 0

@@ -19,6 +19,8 @@ unchanged:
 
     <dest>/img_dir/{train,val,test}/<tile_id>.png   <dest>/ann_dir/{train,val,test}/<tile_id>.png
 
+--format geo: a label COG per scene and the objects as GeoParquet polygons (geo_export.py).
+
 --format coco: one COCO instances file per split (MTP's form), <dest>/<split>.json, with file
 names relative to the dataset's image root (coco.write_coco).
 
@@ -42,8 +44,8 @@ from samrs_ray.encoding.png import image_png
 from samrs_ray.handoff.coco import write_coco
 from samrs_ray.inputs.images import decode_image
 
-Format = Literal["samrs", "mmseg", "coco"]
-FORMATS: tuple[Format, ...] = ("samrs", "mmseg", "coco")
+Format = Literal["samrs", "mmseg", "coco", "geo"]
+FORMATS: tuple[Format, ...] = ("samrs", "mmseg", "coco", "geo")
 Instances = Literal["pkl", "json"]
 INSTANCE_FORMATS: tuple[Instances, ...] = ("pkl", "json")
 STATE = ".samrs-ray-export.json"
@@ -87,6 +89,10 @@ def export(out: str, dest: str, fmt: Format, version: Version = None,
     tiles, written, removed, and tiles per split. `instances`: samrs's ins/ files, pkl or json."""
     if instances not in INSTANCE_FORMATS:
         raise ValueError(f"instances must be one of {INSTANCE_FORMATS}, not {instances!r}")
+    if fmt == "geo":
+        from samrs_ray.handoff.geo_export import export_geo  # the geo extra
+
+        return export_geo(out, dest, version, storage_options)
     tiles = sorted(manifest.read_dataset(out, "tiles", storage_options, version=version).to_pylist(),
                    key=lambda t: t["tile_id"])
     per_split: dict[str, list[str]] = defaultdict(list)
