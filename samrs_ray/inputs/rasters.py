@@ -176,9 +176,9 @@ def read_window(src: Any, scene: RasterScene, x0: int, y0: int, width: int, heig
         values = src.read(list(scene.bands), window=Window(x0, y0, width, height), boundless=True, masked=True)
     except Exception as error:  # truncated TIFF, corrupt block: GDAL's own words
         raise InputError(scene.uri, f"cannot read pixels of window {x0},{y0} {width}x{height}: {error}") from None
-    invalid = np.ma.getmaskarray(values).any(axis=0)
+    invalid = np.ma.getmaskarray(values).all(axis=0)  # nodata where every chosen band says so (GDAL: per band)
     if np.issubdtype(values.dtype, np.floating):
-        invalid |= ~np.isfinite(values.data).all(axis=0)
+        invalid |= ~np.isfinite(values.data).any(axis=0)
     rgb = scene.stretch.apply(values.data.astype(np.float64) if values.dtype != np.uint8 else values.data)
     rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
     inside_h, inside_w = max(0, min(height, scene.height - y0)), max(0, min(width, scene.width - x0))
