@@ -104,8 +104,7 @@ def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
     import rasterio  # the geo extra: only raster scenes need it
 
     fs, path = storage.open_fs(uri, storage_options)
-    opener = None if storage.is_local(fs) else (
-        lambda p, mode: fs.open(p, mode, block_size=REMOTE_BLOCK, cache_type="readahead"))
+    opener = None if storage.is_local(fs) else StoreFiles(fs)
     try:
         dataset = rasterio.open(path, opener=opener)
     except FileNotFoundError:
@@ -114,6 +113,32 @@ def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
         raise InputError(uri, f"GDAL cannot read this raster: {error}") from None
     with dataset:
         yield dataset
+
+
+class StoreFiles:
+    """What rasterio's `opener` asks of a store (rasterio.abc.FileContainer): files opened with a
+    read-ahead of REMOTE_BLOCK, so GDAL's small range reads cost no more than they need."""
+
+    def __init__(self, fs: Any):
+        self.fs = fs
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        return self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead")
+
+    def isfile(self, path: str) -> bool:
+        return self.fs.isfile(path)
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(path)
+
+    def ls(self, path: str) -> list[str]:
+        return self.fs.ls(path, detail=False)
+
+    def mtime(self, path: str) -> int:
+        return 0  # GDAL asks, and does nothing with it for reading
+
+    def size(self, path: str) -> int:
+        return self.fs.size(path)
 
 
 def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]] = None,
