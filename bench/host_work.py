@@ -32,14 +32,12 @@ import pyarrow as pa
 
 from bench.common import REALSAMPLES, make_scenes
 from samrs_ray.config import JobConfig
-from samrs_ray.inputs.formats import LABEL_FORMATS
-from samrs_ray.inputs.listing import IMAGE_SUFFIXES, list_sizes, pair_by_stem
+from samrs_ray.inputs import preflight
 from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.job import graph, stages
 from samrs_ray.job.actor import MaskActor
 from samrs_ray.job.rows import Kind, Status
 from samrs_ray.masks.backend import TileMasks
-from samrs_ray.planning.plan import group_scenes
 
 # Ray Data is loaded (and pandas with it) in the job's workers: a first import is no stage's cost
 importlib.import_module("ray.data")
@@ -89,12 +87,11 @@ def measure(scenes: Path, out: Path, checksum: str = "") -> tuple[int, int, dict
     config = graph.resolve_engine(
         JobConfig(preset=PRESETS["sota"], images=str(scenes / "images"), labels=str(scenes / "labelTxt"),
                   out=str(out), model="box", write_color=True), local_gpus=0)
-    sizes = list_sizes(config.images, IMAGE_SUFFIXES, {})
-    pairs, _ = pair_by_stem(sorted(sizes), sorted(list_sizes(config.labels, LABEL_FORMATS["dota"].suffixes, {})))
+    inputs = preflight.find_inputs(config)
     plan_settings, write_settings = stages.stage_settings(config, checksum=checksum)
     clock = CpuClock()
     rows = []
-    for item in graph.scene_items(group_scenes(pairs, sizes, 4), {}, {p.name: "trainval" for p in pairs}):
+    for item in graph.scene_items(inputs.pairs, inputs, {}, config.preset, 4):
         rows += clock.run("plan", lambda *args: list(stages.plan_group(*args)), item, plan_settings, True)
     actor = MaskActor(config)
     actor.backend = clock.timed_backend(actor.backend)

@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa

@@ -120,8 +120,8 @@ def nothing_paired(config: JobConfig, n_images: int, n_labels: int) -> str:
         return message
     found = ", ".join(f"{count} {suffix} files" for suffix, count in others.most_common())
     preset_of = {preset.label_format: name for name, preset in PRESETS.items()}
-    fixes = [f"--preset {preset_of[f]} or --label-format {f}" for f, other in LABEL_FORMATS.items()
-             if f != fmt and set(other.suffixes) & set(others)]
+    fixes = [f"--preset {preset_of[f]} or --label-format {f}" if f in preset_of else f"--label-format {f}"
+             for f, other in LABEL_FORMATS.items() if f != fmt and set(other.suffixes) & set(others)]
     return (f"--preset {config.preset.name} reads {fmt} labels ({expected} files), but {config.labels} has "
             f"{found}: for those, use {'; or '.join(fixes)}")
 

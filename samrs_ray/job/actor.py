@@ -18,9 +18,9 @@ from samrs_ray.encoding.tile import tile_pixels
 from samrs_ray.job.faults import crash_point
 from samrs_ray.job.rows import Stage, Status, fail, indices, put_rows, row_at
 from samrs_ray.job.stages import this_node
+from samrs_ray.masks.backend import PromptBatch, TileMasks, pack_masks, unpack_masks
 from samrs_ray.masks.busy import timed_predict
 from samrs_ray.masks.engines import ENGINES
-from samrs_ray.masks.backend import PromptBatch, TileMasks, pack_masks, unpack_masks
 from samrs_ray.planning.plan import prompt_groups
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from samrs_ray.dataset import manifest
 from samrs_ray.inputs.annotation import InputIssue, Stage, Word
 
-__all__ = ["ROW", "Kind", "Status", "Stage", "HEAVY_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
+__all__ = ["ROW", "Kind", "Status", "Stage", "HEAVY_COLUMNS", "JSON_COLUMNS", "NODE_COLUMNS", "empty_row", "error_row", "fail", "indices",
            "row_at", "put_rows", "cleared", "INSTANCE_LISTS", "with_instances"]
 
 
@@ -85,6 +85,9 @@ ROW = pa.schema([
 # (INSTANCE_LISTS below): encode adds it, shard drops it.
 
 HEAVY_COLUMNS = ("pixels", "masks", "scores", "prompt_boxes", "nodata")
+# Lists in the manifests that rows carry as JSON text: a list column whose rows are all empty would
+# otherwise become list<null> in some blocks and not stack with the others
+JSON_COLUMNS = ("transform",)
 # {stage: column}: the Ray node each stage of a processed tile ran on
 NODE_COLUMNS = {"plan": "plan_node", "mask": "mask_node", "encode": "encode_node", "shard": "shard_node"}
 

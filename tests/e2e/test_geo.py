@@ -7,7 +7,6 @@ import json
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("rasterio")

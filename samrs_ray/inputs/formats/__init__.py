@@ -25,6 +25,7 @@ class LabelFormat:
     name: str
     suffixes: tuple[str, ...]
     read: Callable[[str | bytes, str], ParsedLabels]
+    per_scene: bool = True  # a label file per scene, paired by stem; False: layers covering many scenes
 
 
 def per_scene_refused(data: str | bytes, source: str) -> ParsedLabels:
@@ -37,7 +38,7 @@ LABEL_FORMATS: dict[str, LabelFormat] = {f.name: f for f in (
     LabelFormat("dior", (".xml",), parse_dior),
     LabelFormat("fair1m", (".xml",), parse_fair1m),
     # map layers cover many scenes: read once per run (inputs/vectors.py), never per scene
-    LabelFormat("vector", (".geojson", ".gpkg", ".shp", ".parquet", ".geoparquet"), per_scene_refused),
+    LabelFormat("vector", (".geojson", ".gpkg", ".shp", ".parquet", ".geoparquet"), per_scene_refused, per_scene=False),
 )}
 
 __all__ = ["LABEL_FORMATS", "LabelFormat", "drop_outside_image", "parse_dior", "parse_dota", "parse_fair1m",
