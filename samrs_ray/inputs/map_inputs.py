@@ -46,6 +46,7 @@ class MapScenes:
     image_keys: dict[str, str]
     objects: dict[str, str]  # scene name -> JSON list of plan.object_record in scene pixels
     issues: list[InputIssue]
+    placed: int  # objects placed on scenes, all scenes together
 
 
 def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], labels_uri: str, preset: Preset,
@@ -78,10 +79,12 @@ def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], lab
         issues += bad
     placed, placing_issues = assign_features(rasters, features, preset)
     issues += placing_issues
-    pairs = [ScenePair(name, rasters[name].uri, labels_uri) for name in sorted(placed)]
-    objects = {name: json.dumps([object_record(a, c) for a, c in placed[name]], sort_keys=True) for name in placed}
-    keys = {name: image_key(rasters[name], images[rasters[name].uri]) for name in placed}
-    return MapScenes(pairs, {name: rasters[name] for name in placed}, keys, objects, issues)
+    # every usable raster is a scene, objects or not: so each input is in the outputs or the errors
+    pairs = [ScenePair(name, rasters[name].uri, labels_uri) for name in sorted(rasters)]
+    objects = {name: json.dumps([object_record(a, c) for a, c in placed.get(name, ())], sort_keys=True)
+               for name in rasters}
+    keys = {name: image_key(rasters[name], images[rasters[name].uri]) for name in rasters}
+    return MapScenes(pairs, rasters, keys, objects, issues, placed=sum(map(len, placed.values())))
 
 
 def image_key(raster: RasterScene, stored: StoredFile) -> str:

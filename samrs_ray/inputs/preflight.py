@@ -186,7 +186,7 @@ def find_map_inputs(config: JobConfig) -> Inputs:
     fs, out = storage.open_fs(config.out, config.storage_options)
     maps = map_scenes(images, layers, config.labels, config.preset, config.class_field, config.bands,
                       Stretch.parse(config.stretch), config.storage_options, fs, out)
-    if not maps.pairs:
+    if not maps.placed:
         first = "; ".join(str(issue) for issue in maps.issues[:3])
         raise ConfigError(f"nothing to process: no feature of the {len(layers)} layers in {config.labels} falls on "
                           f"any of the {len(images)} rasters in {config.images}" + (f" ({first})" if first else ""))

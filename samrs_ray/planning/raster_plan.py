@@ -55,8 +55,9 @@ class RasterPart:
 def scene_parts(name: str, raster: RasterScene, image_key: str, label_uri: str, objects: str,
                 tile_size: int | None, gap: int) -> list[RasterPart]:
     count = len(plan_windows(raster.width, raster.height, tile_size, gap))
-    return [RasterPart(name, raster, image_key, label_uri, objects, first, min(first + PART_WINDOWS, count))
-            for first in range(0, count, PART_WINDOWS)]
+    step = PART_WINDOWS if json.loads(objects) else count  # a scene without objects reads no pixel: one part
+    return [RasterPart(name, raster, image_key, label_uri, objects, first, min(first + step, count))
+            for first in range(0, count, step)]
 
 
 def plan_part(part: RasterPart, settings: PlanSettings, known: frozenset[str], cut: bool) -> Iterator[dict[str, Any]]:
