@@ -80,30 +80,36 @@ def write_boxes(folder: Path, size: int, count: int) -> None:
 
 
 def part_memory(folder: Path, out: Path) -> dict[str, float]:
-    """Plan one part (its windows' pixels read) in a fresh process: its peak RSS."""
+    """Plan one part (its windows' pixels read) in a fresh process, as a planning task gets it: the
+    part's item (header and the scene's objects) from the driver. Its peak RSS."""
+    from samrs_ray.dataset import storage
+    from samrs_ray.inputs.listing import list_files
+    from samrs_ray.inputs.map_inputs import map_scenes
+    from samrs_ray.inputs.presets import PRESETS
+    from samrs_ray.planning.raster_plan import scene_parts
+
+    preset = PRESETS["sota"]
+    fs, root = storage.open_fs(str(out), {})
+    maps = map_scenes(list_files(str(folder / "rasters"), (".tif",)), list_files(str(folder / "layers"), (".gpkg",)),
+                      "layers", preset, "class", None, None, {}, fs, root)
+    name = maps.pairs[0].name
+    parts = scene_parts(name, maps.rasters[name], maps.image_keys[name], "layers", maps.objects[name],
+                        preset.tile_size, preset.gap)
+    item = folder / "part.json"
+    item.write_text(json.dumps(parts[len(parts) // 2].to_item()))
     code = f"""
-import json, resource, sys
-from samrs_ray.inputs.map_inputs import map_scenes
-from samrs_ray.inputs.listing import list_files
+import json, resource
 from samrs_ray.inputs.presets import PRESETS
-from samrs_ray.dataset import storage
 from samrs_ray.planning.plan import PlanSettings
-from samrs_ray.planning.raster_plan import scene_parts, plan_part
-preset = PRESETS["sota"]
-images = list_files({str(folder / 'rasters')!r}, (".tif",))
-layers = list_files({str(folder / 'layers')!r}, (".gpkg",))
-fs, out = storage.open_fs({str(out)!r}, {{}})
-maps = map_scenes(images, layers, "layers", preset, "class", None, None, {{}}, fs, out)
-name = maps.pairs[0].name
-parts = scene_parts(name, maps.rasters[name], maps.image_keys[name], "layers", maps.objects[name], 1024, 200)
+from samrs_ray.planning.raster_plan import RasterPart, plan_part
+part = RasterPart.from_item(json.load(open({str(item)!r})))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-tiles = sum(1 for row in plan_part(parts[len(parts) // 2], PlanSettings(preset, "d", 10**10, {{}}), frozenset(), True)
+tiles = sum(1 for row in plan_part(part, PlanSettings(PRESETS["sota"], "d", 10**10, {{}}), frozenset(), True)
             if row.get("pixels"))
-print(json.dumps({{"parts": len(parts), "tiles": tiles, "before_kib": before,
-                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+print(json.dumps({{"tiles": tiles, "before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "parts": len(parts)}
 
 
 def run(args: list[str]) -> tuple[float, str]:
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--model-type")
     parser.add_argument("--checkpoint")
     parser.add_argument("--workdir", help="keep the scene here between runs (default: a temporary folder)")
+    parser.add_argument("--memory-only", action="store_true", help="measure the planning task's memory and stop")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cog-scene-"))
     for sub in ("rasters", "layers", "images", "labelTxt"):
@@ -151,8 +158,10 @@ def main() -> None:
 
     memory = part_memory(work, work / "out-memory")
     print(f"planning task: {memory['tiles']} tiles of one of {memory['parts']} parts; peak RSS "
-          f"{memory['peak_kib'] / 2**20:.2f} GiB (imports and scene objects alone: {memory['before_kib'] / 2**20:.2f} "
-          f"GiB); the scene's RGB is {rgb_gb:.1f} GB")
+          f"{memory['peak_kib'] / 2**20:.2f} GiB (imports and the part's item alone: "
+          f"{memory['before_kib'] / 2**20:.2f} GiB); the scene's RGB is {rgb_gb:.1f} GB")
+    if args.memory_only:
+        return
 
     common = ["--preset", "sota", "--label-format", "vector", "--images", str(work / "rasters"),
               "--labels", str(work / "layers"), *engine]

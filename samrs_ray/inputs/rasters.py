@@ -13,6 +13,7 @@ the same mapping. Needs the `geo` extra (rasterio); nothing here knows of Ray.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from samrs_ray.dataset import storage
-from samrs_ray.errors import ConfigError, InputError
+from samrs_ray.errors import ConfigError, InputError, StoreError
 
 # The longest side of the decimated read a scene's stretch is computed from: 1 Mpx, which a COG
 # serves from one overview level, and enough for percentiles to within a grey level.
@@ -100,19 +101,44 @@ class RasterScene:
 @contextmanager
 def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
     """A rasterio dataset of `uri` (local or any fsspec store, read by range requests).
-    InputError naming the file when GDAL cannot open it."""
+    InputError naming the file when GDAL cannot read it; StoreError when the store did not give
+    the bytes (the file may be fine: it is read again next run)."""
     import rasterio  # the geo extra: only raster scenes need it
 
     fs, path = storage.open_fs(uri, storage_options)
-    opener = None if storage.is_local(fs) else StoreFiles(fs)
+    store = None if storage.is_local(fs) else StoreFiles(fs)
     try:
-        dataset = rasterio.open(path, opener=opener)
+        dataset = rasterio.open(path, opener=store)
     except FileNotFoundError:
         raise InputError(uri, "file not found (deleted after listing?)") from None
     except rasterio.errors.RasterioIOError as error:
-        raise InputError(uri, f"GDAL cannot read this raster: {error}") from None
+        raise read_error(uri, store, f"GDAL cannot read this raster: {error}") from None
     with dataset:
-        yield dataset
+        yield Raster(dataset, uri, store)
+
+
+class Raster:
+    """An open raster scene: rasterio's dataset, and whether its store failed a read."""
+
+    def __init__(self, dataset: Any, uri: str, store: Optional["StoreFiles"]):
+        self.dataset, self.uri, self.store = dataset, uri, store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.dataset.read(*args, **kwargs)
+        except Exception as error:  # truncated TIFF, corrupt block, or a store that failed GDAL's read
+            raise read_error(self.uri, self.store, f"cannot read pixels: {error}") from None
+
+
+def read_error(uri: str, store: Optional["StoreFiles"], reason: str) -> Exception:
+    """The error of a failed GDAL read: the store's (StoreError) when a read from the store raised,
+    else the file's (InputError)."""
+    if store is not None and store.failure is not None:
+        return StoreError(uri, f"{type(store.failure).__name__}: {store.failure}", 1)
+    return InputError(uri, reason)
 
 
 class StoreFiles:
@@ -121,9 +147,10 @@ class StoreFiles:
 
     def __init__(self, fs: Any):
         self.fs = fs
+        self.failure: Optional[BaseException] = None  # the last error a read from the store raised
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        return self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead")
+        return Watched(self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead"), self)
 
     def isfile(self, path: str) -> bool:
         return self.fs.isfile(path)
@@ -137,8 +164,35 @@ class StoreFiles:
     def mtime(self, path: str) -> int:
         return 0  # GDAL asks, and does nothing with it for reading
 
+    def modified(self, path: str) -> datetime:
+        return datetime.fromtimestamp(0, timezone.utc)  # as mtime: asked, not used for reading
+
     def size(self, path: str) -> int:
         return self.fs.size(path)
+
+
+class Watched:
+    """A store's file object that records on its container any error a read raises: GDAL only says
+    that a read failed, and the job must tell a store that went away from a corrupt file."""
+
+    def __init__(self, file: Any, store: StoreFiles):
+        self.file, self.store = file, store
+
+    def read(self, *args: Any) -> bytes:
+        try:
+            return self.file.read(*args)
+        except Exception as error:
+            self.store.failure = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> "Watched":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.file.close()
 
 
 def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]] = None,
@@ -176,10 +230,7 @@ def measured(src: Any, bands: tuple[int, int, int], stretch: Stretch, uri: str) 
     """`stretch` with its per-band low and high, from a read of at most STRETCH_SAMPLE pixels a side."""
     scale = max(src.width, src.height) / STRETCH_SAMPLE
     shape = (3, max(1, math.ceil(src.height / max(scale, 1))), max(1, math.ceil(src.width / max(scale, 1))))
-    try:
-        sample = src.read(list(bands), out_shape=shape, masked=True)
-    except Exception as error:  # a truncated or corrupt file: GDAL's own words
-        raise InputError(uri, f"cannot read pixels: {error}") from None
+    sample = src.read(list(bands), out_shape=shape, masked=True)
     low, high = [], []
     q = stretch.percentiles if stretch.method == "percentile" else (0.0, 100.0)
     for band in sample:
@@ -197,10 +248,7 @@ def read_window(src: Any, scene: RasterScene, x0: int, y0: int, width: int, heig
     pixel is nodata). Parts outside the scene are padded with `pad_value` and are not nodata."""
     from rasterio.windows import Window
 
-    try:
-        values = src.read(list(scene.bands), window=Window(x0, y0, width, height), boundless=True, masked=True)
-    except Exception as error:  # truncated TIFF, corrupt block: GDAL's own words
-        raise InputError(scene.uri, f"cannot read pixels of window {x0},{y0} {width}x{height}: {error}") from None
+    values = src.read(list(scene.bands), window=Window(x0, y0, width, height), boundless=True, masked=True)
     invalid = np.ma.getmaskarray(values).all(axis=0)  # nodata where every chosen band says so (GDAL: per band)
     if np.issubdtype(values.dtype, np.floating):
         invalid |= ~np.isfinite(values.data).any(axis=0)

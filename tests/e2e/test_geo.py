@@ -151,3 +151,4 @@ def test_bad_rasters_are_error_rows_and_a_missing_band_is_exit_2(tmp_path: Path,
                      "vector", "--images", f"{tmp_path}/rasters", "--labels", f"{tmp_path}/layers", "--out", out,
                      "--model", "box", "--bands", "5,3,2"])
     assert code == 2 and "--bands 5,3,2: the raster has bands 1..3" in capsys.readouterr().err
+
