@@ -11,7 +11,6 @@ allows at most MAX_PIXELS_PER_MASK flipped pixels per mask and 1e-4 on the IoU.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
