@@ -15,23 +15,9 @@ from typing import Callable, Optional
 import torch
 
 from samrs_ray.errors import CheckpointError
-from samrs_ray.masks.checkpoint import guess_model_type, unpickler_reason
+from samrs_ray.masks.checkpoint import PIXEL_MEAN, PIXEL_STD, guess_model_type, unpickler_reason
 from samrs_ray.masks.checkpoint_files import fetch_checkpoint, file_sha256, remember
-
-# The release files named in the sam2 and sam-hq READMEs.
-OFFICIAL = {
-    "sam2": {
-        "hiera_t": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
-        "hiera_s": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
-        "hiera_b+": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
-        "hiera_l": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt",
-    },
-    "hq-sam": {
-        "vit_b": "https://huggingface.co/lkeab/hq-sam/resolve/main/sam_hq_vit_b.pth",
-        "vit_l": "https://huggingface.co/lkeab/hq-sam/resolve/main/sam_hq_vit_l.pth",
-        "vit_h": "https://huggingface.co/lkeab/hq-sam/resolve/main/sam_hq_vit_h.pth",
-    },
-}
+from samrs_ray.masks.model_types import ENGINE_CHECKPOINTS
 
 # (Hiera trunk blocks, trunk width) of each SAM 2 model type: how a state dict tells its size.
 HIERA_SHAPES = {(12, 96): "hiera_t", (16, 96): "hiera_s", (24, 112): "hiera_b+", (48, 144): "hiera_l",
@@ -64,7 +50,7 @@ def source(engine: str, model_type: str, checkpoint: Optional[str], cache_dir: s
     'tiny' model without a checkpoint (seeded random weights)."""
     if checkpoint is None and model_type == "tiny":
         return None
-    uri = checkpoint if checkpoint is not None else OFFICIAL[engine][model_type]
+    uri = checkpoint if checkpoint is not None else ENGINE_CHECKPOINTS[engine][model_type]
     return uri, fetch_checkpoint(uri, cache_dir, storage_options)
 
 
@@ -91,19 +77,30 @@ def fit(engine: str, model_type: str, model: torch.nn.Module, state: object, uri
     tensors = state["model"] if engine == "sam2" else state
     if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise CheckpointError(f"{uri}: expected a state dict of tensors")
+    on_meta = any(t.is_meta for t in model.parameters())
     try:
-        model.load_state_dict(tensors, strict=True, assign=any(t.is_meta for t in model.parameters()))
+        model.load_state_dict(tensors, strict=True, assign=on_meta)
     except RuntimeError as error:
         raise CheckpointError(f"{uri}: does not fit {engine} {model_type}: {error}") from error
+    if on_meta:
+        # A model built on the meta device (no random init, no copy: checkpoint.sam_from_file's reason)
+        # gets the file's tensors; SAM's normalisation is the only thing no checkpoint holds.
+        model.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
+        model.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+        left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left:
+            raise RuntimeError(f"{engine} tensors that no checkpoint holds: {left}")
+        model.float()
 
 
-def load(engine: str, model_type: str, build: Callable[[str], torch.nn.Module], checkpoint: Optional[str],
+def load(engine: str, model_type: str, build: Callable[[str, bool], torch.nn.Module], checkpoint: Optional[str],
          cache_dir: str, storage_options: Optional[dict] = None,
          expected_sha: Optional[str] = None) -> tuple[torch.nn.Module, str]:
     """(model with the checkpoint's weights, sha256 of the file); the FAKE tiny one with ''.
-    build(model_type) makes the architecture. With `expected_sha` (the driver's), other bytes are refused."""
+    build(model_type, on_meta) makes the architecture (on the meta device where it can, when a
+    checkpoint will give it its tensors). With `expected_sha` (the driver's), other bytes are refused."""
     found = source(engine, model_type, checkpoint, cache_dir, storage_options)
-    model = build(model_type)
+    model = build(model_type, found is not None)
     if found is None:
         return model, ""
     uri, path = found
@@ -116,7 +113,7 @@ def load(engine: str, model_type: str, build: Callable[[str], torch.nn.Module], 
     return model.eval(), sha
 
 
-def check(engine: str, model_type: str, build: Callable[[str], torch.nn.Module], checkpoint: Optional[str],
+def check(engine: str, model_type: str, build: Callable[[str, bool], torch.nn.Module], checkpoint: Optional[str],
           cache_dir: str, storage_options: Optional[dict] = None) -> str:
     """What load checks, for the job's driver; remembers the file as checked, so that the next run
     on this node finds its hash without torch. Returns the sha256 ('' for the FAKE tiny model)."""

@@ -14,8 +14,8 @@ from functools import partial
 import torch
 
 from samrs_ray.masks.checkpoint import PIXEL_MEAN, PIXEL_STD, TINY_DEPTH, TINY_EMBED_DIM
+from samrs_ray.masks.model_types import HQ_TYPES
 
-HQ_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 TINY_SEED = 0
 
 
@@ -60,8 +60,9 @@ def build_tiny_hq_sam() -> torch.nn.Module:
     )
 
 
-def build_hq_sam(model_type: str) -> torch.nn.Module:
-    """HQ-SAM of `model_type` with random weights (seeded for the FAKE 'tiny'), in eval mode."""
+def build_hq_sam(model_type: str, on_meta: bool = False) -> torch.nn.Module:
+    """HQ-SAM of `model_type` with random weights (seeded for the FAKE 'tiny'), in eval mode; on the
+    meta device with on_meta (no init: a checkpoint's tensors are assigned to it)."""
     if model_type not in HQ_TYPES:
         raise ValueError(f"unknown HQ-SAM model type {model_type!r}; expected one of {HQ_TYPES}")
     if model_type == "tiny":
@@ -72,6 +73,9 @@ def build_hq_sam(model_type: str) -> torch.nn.Module:
     modules()
     from segment_anything_hq import sam_model_registry
 
+    if on_meta:
+        with torch.device("meta"):
+            return sam_model_registry[model_type](checkpoint=None).eval()
     return sam_model_registry[model_type](checkpoint=None).eval()
 
 

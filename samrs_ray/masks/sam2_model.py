@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-SAM2_TYPES = ("hiera_t", "hiera_s", "hiera_b+", "hiera_l", "tiny")
+from samrs_ray.masks.model_types import SAM2_TYPES
+
 TINY_SEED = 0
 
 CONFIGS = {
@@ -43,8 +44,9 @@ TINY = [
 ]
 
 
-def build_sam2_model(model_type: str) -> torch.nn.Module:
-    """The SAM2Base of `model_type` with random weights, in eval mode, on the current default device.
+def build_sam2_model(model_type: str, on_meta: bool = False) -> torch.nn.Module:
+    """The SAM2Base of `model_type` with random weights, in eval mode, on the CPU (sam2's Hiera
+    cannot be built on the meta device: on_meta is accepted and ignored).
     'tiny' is a FAKE for tests: seeded random weights, not a trained model."""
     if model_type not in SAM2_TYPES:
         raise ValueError(f"unknown SAM 2 model type {model_type!r}; expected one of {SAM2_TYPES}")
