@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--gt", required=True, help="ground truth: iSAID PNG folder or COCO json file")
     evaluate.add_argument("--gt-format", required=True, choices=["isaid-png", "coco"])
-    evaluate.add_argument("--version", help=VERSION_HELP)
+    evaluate.add_argument("--version", action="append",
+                          help=VERSION_HELP + "; give it twice or more to compare versions (engines) in one table")
     add_storage(evaluate)
     return parser
 
