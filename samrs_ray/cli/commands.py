@@ -58,7 +58,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from samrs_ray.report.stats import write_report
 
     stats = write_report(args.out, args.report, args.storage_options, version=args.version, address=args.address)
-    cards = write_gallery(args.out, args.report, args.storage_options, args.version)
+    cards = write_gallery(args.out, args.report, args.storage_options, args.version, compare=args.compare)
     report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
         print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "

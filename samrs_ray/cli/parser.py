@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--address", help="Ray address: compute on that cluster (default: in this process, or on a "
                                          "local Ray for a version of tens of thousands of tiles)")
     stats.add_argument("--version", help=VERSION_HELP)
+    stats.add_argument("--compare", metavar="VERSION",
+                       help="the gallery shows this version of each tile beside it (e.g. another engine's run)")
     add_storage(stats)
 
     coco = commands.add_parser("export-coco", help="write the dataset's instances as COCO json")
