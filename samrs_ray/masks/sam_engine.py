@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from samrs_ray.masks.sam import SamBackend
 
 log = logging.getLogger(__name__)
+DISPLAY_NAMES = {"sam": "SAM", "sam2": "SAM 2", "hq-sam": "HQ-SAM"}
 
 
 def check(config: "JobConfig") -> str:
@@ -57,7 +58,7 @@ def actor_settings(config: "JobConfig", sam_steps: bool = True) -> "EngineSettin
         # A node Ray counts as a GPU node without CUDA (a misconfigured image, Ray's fake
         # autoscaler): the masks are still right, only slow; the settings stay the declared ones.
         log.warning("mask actor on %s: Ray gave it %g GPU but torch finds no CUDA; %s runs on the CPU",
-                    os.uname().nodename, config.gpus_per_actor, config.model)
+                    os.uname().nodename, config.gpus_per_actor, DISPLAY_NAMES.get(config.model, config.model))
     return EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
                           prompt_chunk=config.prompt_chunk or PROMPT_CHUNK_CPU, multimask=config.multimask,
                           sdpa=sam_steps, compile=config.compile and sam_steps, pack=True,
