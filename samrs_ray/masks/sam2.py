@@ -43,6 +43,26 @@ def refuse_sam_only_steps(settings: EngineSettings, engine: str) -> None:
             raise ValueError(f"{engine}: the engine setting {name} is SAM's only; turn it off")
 
 
+def stretched_mask_prompts(batch: PromptBatch, rows: slice, original_size: tuple[int, int]) -> np.ndarray:
+    """R-Box mask prompts (n, 256, 256) in SAM 2's input frame for a tile that is not square.
+
+    The planner draws them in SAM's frame (planning.prompts.rbox_mask_prompt: the longest side
+    resized to 1024, then padded); SAM 2 stretches the tile to 1024 x 1024, so for a square tile
+    the two frames are one, and otherwise each polygon (else its box) is filled again here, with
+    the planner's pixel rule and logits."""
+    from samrs_ray.planning.geometry import box_corners, fill_polygon
+    from samrs_ray.planning.prompts import MASK_INSIDE, MASK_OUTSIDE
+
+    height, width = original_size
+    out = []
+    for polygon, box in zip(batch.polygons[rows], batch.boxes[rows]):
+        corners = polygon.astype(np.float64).reshape(4, 2) if np.isfinite(polygon).all() else \
+            box_corners(box.astype(np.float64))
+        inside = fill_polygon(corners * np.array([256 / width, 256 / height]), 256, 256)
+        out.append(np.where(inside, MASK_INSIDE, MASK_OUTSIDE).astype(np.float32))
+    return np.stack(out) if out else np.zeros((0, 256, 256), np.float32)
+
+
 class Sam2Backend(SamBackend):
     """MaskBackend running a sam2 `SAM2Base` model on batches of tiles."""
 
@@ -103,7 +123,9 @@ class Sam2Backend(SamBackend):
         the tile size and scaled to 1024, in float32 on the device. points: ((n, k, 2), (n, k)) or
         None; mask_input: (n, 1, 256, 256) or None."""
         if batch.kind == "rbox-mask":
-            return None, torch.as_tensor(batch.mask_inputs[rows], dtype=torch.float, device=self.device)[:, None]
+            masks = batch.mask_inputs[rows] if original_size[0] == original_size[1] else \
+                stretched_mask_prompts(batch, rows, original_size)
+            return None, torch.as_tensor(masks, dtype=torch.float, device=self.device)[:, None]
         if batch.kind == "point":
             coords = torch.as_tensor(batch.points[rows], dtype=torch.float, device=self.device)[:, None, :]
             coords = self.transforms.transform_coords(coords, normalize=True, orig_hw=original_size)

@@ -87,3 +87,14 @@ def test_point_and_mask_prompts_and_packing(tiny2, p0004_tiles):
 def test_sam_only_settings_are_refused(tiny2):
     with pytest.raises(ValueError, match="SAM's only"):
         Sam2Backend(tiny2, "tiny", "", EngineSettings(sdpa=True))
+
+
+def test_mask_prompts_of_a_non_square_tile_are_drawn_in_sam2s_stretched_frame() -> None:
+    """A square box filling a 200 x 100 tile covers all of SAM 2's 256 x 256 mask prompt."""
+    from samrs_ray.masks.sam2 import stretched_mask_prompts
+    from samrs_ray.planning.prompts import MASK_INSIDE
+
+    batch = PromptBatch("rbox-mask", np.array([[0, 0, 200, 100]], np.float32), np.full((1, 8), np.nan, np.float32),
+                        mask_inputs=np.zeros((1, 256, 256), np.float32))
+    (mask,) = stretched_mask_prompts(batch, slice(0, 1), (100, 200))
+    assert (mask == MASK_INSIDE).all()
