@@ -24,6 +24,8 @@ the job kept the engine (on a GPU an upper bound of the accelerator's busy time)
     .venv/bin/python -m bench.engine --copies 4 --plot timeline.png   # + a PNG of the job's predict() calls
     .venv/bin/python -m bench.engine --model-type vit_b --scenes P1888 --copies 1
     .venv/bin/python -m bench.engine --model-type vit_h --device cuda --dtype bfloat16 --copies 40 --num-cpus 8
+    .venv/bin/python -m bench.engine --engines sam,sam2,hq-sam   # each engine against its own official
+                      # predictor (bench/other_engines.py; its options: --sam2-type, --hq-type, ...)
 """
 
 from __future__ import annotations
@@ -280,6 +282,10 @@ def fmt(values: list[float]) -> str:
 
 
 def main() -> None:
+    if "--engines" in sys.argv:  # the engines' comparison has options of its own
+        from bench import other_engines
+
+        return other_engines.main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_input_arguments(parser, copies=2)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,

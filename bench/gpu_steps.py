@@ -40,6 +40,11 @@ step and over G0, warm-up (compile and autotune time), GPU peak memory, and agai
 fp32 reference (fast_path.EXACT: SamPredictor's masks bit for bit) the masks' mean IoU and the
 relative error of the first tile's low-resolution logits. Written to --out as gpu_steps.json
 and gpu_steps.md, with each step's log under logs/.
+
+The other engines on the GPU (issue 26): `python3 -m bench.gpu_steps --engines sam,sam2,hq-sam
+--device cuda --sam-type vit_h --sam2-type hiera_l --hq-type vit_h --copies 4 --out $OUT` runs
+bench/other_engines.py instead of the steps: per engine, tiles/s in fp32 and bf16 and the masks'
+IoU against that engine's own official fp32 predictor (about 4 minutes on an H100 for 8 tiles).
 """
 
 from __future__ import annotations
@@ -250,6 +255,10 @@ def decide(step: Outcome, last: Outcome, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if "--engines" in sys.argv:  # the engines' comparison has options of its own
+        from bench import other_engines
+
+        return other_engines.main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_input_arguments(parser, copies=8)
     parser.add_argument("--out", type=Path, help="folder for gpu_steps.json, gpu_steps.md, logs/ (default: a temp dir)")

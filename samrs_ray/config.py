@@ -41,8 +41,8 @@ class JobConfig:
     images: str
     labels: str
     out: str
-    model: str = "sam"  # 'sam' or 'box' (the box-fill baseline, no weights)
-    model_type: str = "vit_h"
+    model: str = "sam"  # an engine of masks/engines.ENGINES: sam, sam2, hq-sam, or box (the box fill, no weights)
+    model_type: Optional[str] = None  # None: the engine's default (vit_h for sam and hq-sam, hiera_l for sam2)
     checkpoint: Optional[str] = None  # None: the official release file of model_type
     max_pixels: int = DEFAULT_MAX_PIXELS
     # map runs (--label-format vector): the raster bands giving R, G, B (1-based; None: by colour
@@ -70,6 +70,7 @@ class JobConfig:
     image_batch: int = IMAGE_BATCH
     prompt_chunk: Optional[int] = None  # None: 64 with GPUs declared, else 4 (see EngineSettings)
     multimask: bool = False
+    hq_token_only: bool = False  # hq-sam: the HQ token's mask alone (True) or added to SAM's (False, upstream's default)
     compile: bool = False  # torch.compile in each actor: minutes to compile, then faster (bench/RESULTS.md)
     # Ray
     address: Optional[str] = None  # None: start a local Ray
@@ -82,6 +83,8 @@ class JobConfig:
         if self.model not in ENGINES:
             raise ConfigError(f"--model must be one of {tuple(ENGINES)}, not {self.model!r}")
         types = ENGINES[self.model].model_types
+        if self.model_type is None:  # frozen: the engine's default is set once, here
+            object.__setattr__(self, "model_type", ENGINES[self.model].default_type or "")
         if types and self.model_type not in types:
             raise ConfigError(f"--model-type of --model {self.model} must be one of {types}, not {self.model_type!r}")
         if self.paint_order not in PAINT_ORDERS:
@@ -119,6 +122,7 @@ class JobConfig:
         """Settings that change output bytes (JSON-able). Engine batch sizes are left out:
         they change speed, not the recipe. dtype is in: bf16 masks differ from fp32 ones."""
         p = self.preset
+        engine = ENGINES[self.model]
         return {
             "recipe": RECIPE_VERSION,
             "preset": p.name,
@@ -138,6 +142,8 @@ class JobConfig:
             # map runs only, so that the fingerprints of label-file runs stay as they were
             **({"bands": list(self.bands or ()), "stretch": self.stretch, "class_field": self.class_field}
                if p.label_format == "vector" else {}),
+            # an engine's own settings (hq-sam's hq_token_only); other engines' fingerprints stay as they were
+            **{name: getattr(self, name) for name in engine.settings},
         }
 
     def public(self) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from samrs_ray.report.stats import write_report
 
     stats = write_report(args.out, args.report, args.storage_options, version=args.version, address=args.address)
-    cards = write_gallery(args.out, args.report, args.storage_options, args.version)
+    cards = write_gallery(args.out, args.report, args.storage_options, args.version, compare=args.compare)
     report = args.report or layout.report_folder(args.out)
     for name, subset in stats["subsets"].items():
         print(f"{name}: {subset['images']} images, {subset['tiles']} tiles, {subset['instances']} instances, "
@@ -71,7 +71,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from samrs_ray.report.evaluate import evaluate, format_result
 
-    print(format_result(evaluate(args.out, args.gt, args.gt_format, args.storage_options, args.version)))
+    chosen = args.version or [None]
+    if len(chosen) > 1:
+        from samrs_ray.report.compare import compare, format_comparison
+
+        print(format_comparison(compare(args.out, args.gt, args.gt_format, chosen, args.storage_options), chosen))
+        return 0
+    print(format_result(evaluate(args.out, args.gt, args.gt_format, args.storage_options, chosen[0])))
     return 0
 
 

@@ -18,7 +18,6 @@ from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.presets import PRESETS, PROMPT_TYPES, Preset, custom_preset
 from samrs_ray.inputs.splits import DEFAULT_SPLIT
 from samrs_ray.masks.engines import ENGINES
-from samrs_ray.masks.model_types import MODEL_TYPES
 
 DESCRIPTION = """`samrs-ray`: generate | runs | stats | evaluate | export-coco | export.
 
@@ -87,6 +86,10 @@ def preset_values(field: str) -> str:
                      for name, p in PRESETS.items())
 
 
+# every engine's model types, in registry order, each once
+MODEL_TYPE_CHOICES = tuple(dict.fromkeys(t for engine in ENGINES.values() for t in engine.model_types))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samrs-ray", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,11 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "--label-format vector a vector layer or a folder of them")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
     gen.add_argument("--model", choices=tuple(ENGINES), default=DEFAULTS["model"],
-                     help="sam (without --checkpoint, downloads the official checkpoint: 2.4 GB for vit_h), "
+                     help="mask engine: sam (Segment Anything; without --checkpoint it downloads the official "
+                          "checkpoint: 2.4 GB for vit_h), sam2 (SAM 2.1), hq-sam (HQ-SAM), "
                           "or box: fill the boxes (no weights, no torch)")
-    gen.add_argument("--model-type", choices=MODEL_TYPES, default=DEFAULTS["model_type"],
-                     help="SAM size; 'tiny' is a test model with random weights")
-    gen.add_argument("--checkpoint", help="SAM checkpoint URI (default: the official release file)")
+    gen.add_argument("--model-type", choices=MODEL_TYPE_CHOICES, metavar="TYPE",
+                     help="the engine's size: " + "; ".join(
+                         f"{e.name}: {', '.join(e.model_types)} (default {e.default_type})"
+                         for e in ENGINES.values() if e.model_types) + ". 'tiny' is a test model with random weights")
+    gen.add_argument("--checkpoint", help="checkpoint URI of the engine (default: its official release file)")
+    gen.add_argument("--hq-token-only", action="store_true",
+                     help="hq-sam: the HQ token's mask alone, not added to SAM's (upstream's default: added)")
     gen.add_argument("--prompt", choices=PROMPT_TYPES, help="prompt kind (default: the preset's)")
     gen.add_argument("--tile-size", type=tile_size,
                      help=f"tile size in pixels, or 'none' (default: the preset's: {preset_values('tile_size')})")
@@ -166,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--address", help="Ray address: compute on that cluster (default: in this process, or on a "
                                          "local Ray for a version of tens of thousands of tiles)")
     stats.add_argument("--version", help=VERSION_HELP)
+    stats.add_argument("--compare", metavar="VERSION",
+                       help="the gallery shows this version of each tile beside it (e.g. another engine's run)")
     add_storage(stats)
 
     coco = commands.add_parser("export-coco", help="write the dataset's instances as COCO json")
@@ -190,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--gt", required=True, help="ground truth: iSAID PNG folder or COCO json file")
     evaluate.add_argument("--gt-format", required=True, choices=["isaid-png", "coco"])
-    evaluate.add_argument("--version", help=VERSION_HELP)
+    evaluate.add_argument("--version", action="append",
+                          help=VERSION_HELP + "; give it twice or more to compare versions (engines) in one table")
     add_storage(evaluate)
     return parser
 

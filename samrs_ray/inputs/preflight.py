@@ -59,8 +59,10 @@ def require_engine_extra(config: JobConfig) -> None:
     engine = ENGINES[config.model]
     missing = [m for m in engine.needs if not installed(m)]
     if missing:
+        # sam2's only release is a source archive whose build imports torch: pip needs telling
+        first = "pip install --no-build-isolation sam2==1.1.0, then " if "sam2" in missing else ""
         raise ConfigError(f"--model {config.model} needs {', '.join(missing)}: install its extra "
-                          f"(pip install 'samrs-ray[{engine.extra}]'), or run the box baseline with --model box")
+                          f"({first}pip install 'samrs-ray[{engine.extra}]'), or run the box baseline with --model box")
 
 
 def installed(module: str) -> bool:

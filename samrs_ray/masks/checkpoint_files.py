@@ -195,3 +195,16 @@ def sha256_file(path: str) -> str:
         while chunk := f.read(16 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def engine_checked_sha256(engine: str, model_type: str, checkpoint: Optional[str], cache_dir: str,
+                          storage_options: Optional[dict]) -> Optional[str]:
+    """For the SAM 2 and HQ-SAM engines: the remembered sha256 of their checkpoint if this node
+    already checked this version of it as `engine` `model_type` (engine_checkpoint.check), else
+    None. The file is fetched when remote; '' for the FAKE 'tiny' model without a checkpoint."""
+    from samrs_ray.masks.model_types import ENGINE_CHECKPOINTS
+
+    if checkpoint is None and model_type == "tiny":
+        return ""
+    path = fetch_checkpoint(checkpoint or ENGINE_CHECKPOINTS[engine][model_type], cache_dir, storage_options)
+    return checked_sha256(path, cache_dir, f"{engine}:{model_type}")

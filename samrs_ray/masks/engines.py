@@ -6,7 +6,8 @@ CLI and the preflight read this table, and only a mask actor builds an engine.
     ENGINES["sam"].build(config, expected_checksum)  # in a mask actor: a MaskBackend
 
 Adding an engine is one entry here, one module with its `check` and `build` functions, and its
-tests.
+tests. SAM (sam_engine.py), SAM 2.1 (sam2_engine.py), HQ-SAM (hq_sam_engine.py) and the box fill
+(box.py) are here; MobileSAM and EfficientViT-SAM are not (they install from git only).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
-from samrs_ray.masks.model_types import MODEL_TYPES
+from samrs_ray.masks.model_types import HQ_TYPES, MODEL_TYPES, SAM2_TYPES
 
 if TYPE_CHECKING:
     from samrs_ray.config import JobConfig
@@ -31,6 +32,8 @@ class Engine:
     wants_gpu: bool  # its actors ask for GPUs on a cluster, and its numerics follow --dtype
     checker: str  # "module:function", (config) -> the weights' sha256 ('' without weights)
     builder: str  # "module:function", (config, expected sha256 or None) -> MaskBackend
+    default_type: str = ""  # --model-type when none is given
+    settings: tuple[str, ...] = ()  # JobConfig fields of this engine alone; part of every tile's fingerprint
 
     def model_id(self, model_type: str) -> str:
         """What the tiles table's `model` column and the fingerprint call this engine."""
@@ -50,7 +53,15 @@ def resolve(path: str) -> Callable:
 
 ENGINES: dict[str, Engine] = {
     "sam": Engine("sam", MODEL_TYPES, needs=("torch", "torchvision", "segment_anything"), extra="sam", wants_gpu=True,
-                  checker="samrs_ray.masks.sam_engine:check", builder="samrs_ray.masks.sam_engine:build"),
+                  checker="samrs_ray.masks.sam_engine:check", builder="samrs_ray.masks.sam_engine:build",
+                  default_type="vit_h"),
+    "sam2": Engine("sam2", SAM2_TYPES, needs=("torch", "torchvision", "sam2", "hydra"), extra="sam2", wants_gpu=True,
+                   checker="samrs_ray.masks.sam2_engine:check", builder="samrs_ray.masks.sam2_engine:build",
+                   default_type="hiera_l"),
+    # segment_anything_hq imports timm without declaring it; its backend reuses segment_anything's transforms
+    "hq-sam": Engine("hq-sam", HQ_TYPES, needs=("torch", "torchvision", "segment_anything", "segment_anything_hq", "timm"),
+                     extra="hq-sam", wants_gpu=True, checker="samrs_ray.masks.hq_sam_engine:check",
+                     builder="samrs_ray.masks.hq_sam_engine:build", default_type="vit_h", settings=("hq_token_only",)),
     "box": Engine("box", (), needs=(), extra="", wants_gpu=False,
                   checker="samrs_ray.masks.box:check", builder="samrs_ray.masks.box:build"),
 }

@@ -42,8 +42,6 @@ from samrs_ray.masks.tensors import check_inputs, pack_bits, pad_rows, prompt_te
 T = TypeVar("T")
 
 
-
-
 @dataclass
 class PreparedTile:
     """One tile as the image encoder takes it.
@@ -55,12 +53,6 @@ class PreparedTile:
     pixels: torch.Tensor
     input_size: tuple[int, int]
     original_size: tuple[int, int]
-
-
-
-
-
-
 
 
 class SamBackend:
@@ -126,7 +118,7 @@ class SamBackend:
             check_inputs(image, batch, index)
         results: list[TileMasks] = []
         with torch.inference_mode(), self.autocast():
-            image_pe = self.model.prompt_encoder.get_dense_pe()  # (1, 256, 64, 64), same for every call
+            image_pe = self.dense_pe()  # (1, 256, 64, 64), same for every call
             start = 0
             while start < len(images):
                 count = self.image_batch
@@ -144,6 +136,10 @@ class SamBackend:
                     results.extend(self.decode_tile(t, e, b, image_pe) for t, e, b in zip(tiles, embeddings, batches))
                 start += len(tiles)
         return results
+
+    def dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's (1, 256, 64, 64) positional encoding of the image embedding."""
+        return self.model.prompt_encoder.get_dense_pe()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -313,9 +309,5 @@ class SamBackend:
         warnings.warn(f"out of memory on {self.device}: retrying with {setting}={size // 2}")
         setattr(self, setting, size // 2)
         return None
-
-
-
-
 
 

@@ -11,9 +11,11 @@ from samrs_ray.masks.model_types import PROMPT_CHUNK_CPU
 
 if TYPE_CHECKING:
     from samrs_ray.config import JobConfig
+    from samrs_ray.masks.engine_settings import EngineSettings
     from samrs_ray.masks.sam import SamBackend
 
 log = logging.getLogger(__name__)
+DISPLAY_NAMES = {"sam": "SAM", "sam2": "SAM 2", "hq-sam": "HQ-SAM"}
 
 
 def check(config: "JobConfig") -> str:
@@ -35,22 +37,29 @@ def build(config: "JobConfig", expected_checksum: Optional[str]) -> "SamBackend"
     """SAM loaded once for this actor, on its GPU when it has one. An actor whose checkpoint's
     sha256 differs from `expected_checksum` (what the driver checked) refuses to start rather
     than file its masks under the driver's."""
+    from samrs_ray.masks.checkpoint import load_sam
+    from samrs_ray.masks.sam import SamBackend
+
+    settings = actor_settings(config)
+    model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
+                               expected_sha=expected_checksum)
+    return SamBackend(model, config.model_type, checksum, settings)
+
+
+def actor_settings(config: "JobConfig", sam_steps: bool = True) -> "EngineSettings":
+    """A mask actor's engine settings, as the run declared them. sam_steps=False (SAM 2, HQ-SAM):
+    without the steps written for SAM's ViT alone (SDPA patching, compilation)."""
     import torch
 
-    from samrs_ray.masks.checkpoint import load_sam
     from samrs_ray.masks.engine_settings import EngineSettings, engine_threads
-    from samrs_ray.masks.sam import SamBackend
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.gpus_per_actor and device == "cpu":
         # A node Ray counts as a GPU node without CUDA (a misconfigured image, Ray's fake
         # autoscaler): the masks are still right, only slow; the settings stay the declared ones.
-        log.warning("mask actor on %s: Ray gave it %g GPU but torch finds no CUDA; SAM runs on the CPU",
-                    os.uname().nodename, config.gpus_per_actor)
-    model, checksum = load_sam(config.model_type, config.checkpoint, config.node_cache_dir(), config.storage_options,
-                               expected_sha=expected_checksum)
-    settings = EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
-                              prompt_chunk=config.prompt_chunk or PROMPT_CHUNK_CPU, multimask=config.multimask,
-                              sdpa=True, compile=config.compile, pack=True,
-                              threads=engine_threads(device, config.num_actors or 1))
-    return SamBackend(model, config.model_type, checksum, settings)
+        log.warning("mask actor on %s: Ray gave it %g GPU but torch finds no CUDA; %s runs on the CPU",
+                    os.uname().nodename, config.gpus_per_actor, DISPLAY_NAMES.get(config.model, config.model))
+    return EngineSettings(device=device, dtype=config.dtype or "float32", image_batch=config.image_batch,
+                          prompt_chunk=config.prompt_chunk or PROMPT_CHUNK_CPU, multimask=config.multimask,
+                          sdpa=sam_steps, compile=config.compile and sam_steps, pack=True,
+                          threads=engine_threads(device, config.num_actors or 1))

@@ -6,7 +6,9 @@ IoU is intersection / union with that instance, 0 when it overlaps none. Instanc
 overlapping tiles are evaluated each on its own, and a mask's pixels in a tile's padding count
 in its union. Scores, overall and per generated class: mean and median IoU per instance, the
 area-weighted IoU (sum of intersections / sum of unions, i.e. each instance weighted by its
-union area), and the share of instances with IoU >= 0.5.
+union area), the share of instances with IoU >= 0.5, and the mean boundary F-score of each mask
+against its match (boundary.py; 0 when it matches none). compare.py puts several versions (one
+per engine, say) side by side.
 
 Masks are held by their bounding box (encoding.crops.MaskCrop), never at scene size, so a small vehicle in a
 20000 x 20000 scene costs its own pixels. The dataset is read one shard pair at a time in
@@ -27,6 +29,7 @@ from samrs_ray.encoding.crops import MaskCrop
 from samrs_ray.encoding.rle import string_to_counts
 from samrs_ray.inputs.listing import stem
 from samrs_ray.inputs.presets import class_key
+from samrs_ray.report.boundary import boundary_f
 from samrs_ray.report.ground_truth import SceneTruth, open_truth, rle_crop
 
 CACHED_SCENES = 4
@@ -78,16 +81,18 @@ class Scores:
     median_iou: float
     area_weighted_iou: float  # sum of intersections / sum of unions
     share_iou50: float  # share of instances with IoU >= 0.5
+    boundary_f: float = math.nan  # mean boundary F-score (boundary.py)
 
 
-def scores(inter: np.ndarray, union: np.ndarray) -> Scores:
-    """inter, union (N,) ints per instance -> Scores (NaN where N is 0)."""
+def scores(inter: np.ndarray, union: np.ndarray, bf: Optional[np.ndarray] = None) -> Scores:
+    """inter, union (N,) ints and bf (N,) boundary F-scores per instance -> Scores (NaN where N is 0)."""
     iou = np.divide(inter, union, out=np.zeros(len(inter)), where=union > 0)
     if not len(iou):
         return Scores(0, math.nan, math.nan, math.nan, math.nan)
     total = float(union.sum())
     return Scores(len(iou), float(iou.mean()), float(np.median(iou)),
-                  float(inter.sum()) / total if total else 0.0, float((iou >= 0.5).mean()))
+                  float(inter.sum()) / total if total else 0.0, float((iou >= 0.5).mean()),
+                  float(bf.mean()) if bf is not None and len(bf) else math.nan)
 
 
 @dataclass
@@ -106,6 +111,7 @@ class EvalResult:
     class_agreement: float  # share of matched instances whose class equals their match's class
     overall: Scores
     per_class: dict[str, Scores]
+    model: str = ""  # the version's model id (sam-vit_h, sam2-hiera_l, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,12 +124,14 @@ class Accumulator:
         self.classes: list[str] = []
         self.inter: list[int] = []
         self.union: list[int] = []
+        self.bf: list[float] = []
         self.agree: list[bool] = []
         self.unmatched = 0
         self.gt_seen: dict[tuple[str, int], bool] = {}  # (scene key, gt index) -> matched
 
-    def add(self, class_name: str, m: Match, scene: str, truth: SceneTruth) -> None:
+    def add(self, class_name: str, m: Match, scene: str, truth: SceneTruth, bf: float = 0.0) -> None:
         self.classes.append(class_name)
+        self.bf.append(bf)
         self.inter.append(m.intersection)
         self.union.append(m.union)
         if m.gt < 0:
@@ -134,11 +142,11 @@ class Accumulator:
 
     def result(self, **kwargs: Any) -> EvalResult:
         inter, union = np.asarray(self.inter, np.int64), np.asarray(self.union, np.int64)
-        names = np.asarray(self.classes, dtype=object)
-        per_class = {c: scores(inter[names == c], union[names == c]) for c in sorted(set(self.classes))}
+        names, bf = np.asarray(self.classes, dtype=object), np.asarray(self.bf, np.float64)
+        per_class = {c: scores(inter[names == c], union[names == c], bf[names == c]) for c in sorted(set(self.classes))}
         agreement = float(np.mean(self.agree)) if self.agree else math.nan
         return EvalResult(instances=len(inter), unmatched=self.unmatched, gt_matched=len(self.gt_seen),
-                          class_agreement=agreement, overall=scores(inter, union), per_class=per_class, **kwargs)
+                          class_agreement=agreement, overall=scores(inter, union, bf), per_class=per_class, **kwargs)
 
 
 def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] = None,
@@ -176,12 +184,15 @@ def evaluate(out: str, gt: str, gt_format: str, storage_options: Optional[dict] 
             gt_counts[key] = len(truth.instances)
             rle = row["mask_rle"]
             crop = rle_crop(string_to_counts(rle["counts"]), rle["height"], rle["width"])
-            acc.add(row["class_name"], match(crop.shifted(dx, dy) if crop else None, truth), key, truth)
+            crop = crop.shifted(dx, dy) if crop else None
+            found = match(crop, truth)
+            bf = boundary_f(crop, truth.instances[found.gt].crop if found.gt >= 0 else None)
+            acc.add(row["class_name"], found, key, truth, bf)
     if not gt_counts:
         raise FileNotFoundError(f"{gt}: no ground truth ({gt_format}) found for any scene of {out}")
     return acc.result(out=out, run_id=record.run_id, gt=gt, gt_format=gt_format, scenes=len(gt_counts),
                       scenes_without_gt=sorted(missing), instances_without_gt=skipped,
-                      gt_instances=sum(gt_counts.values()))
+                      gt_instances=sum(gt_counts.values()), model=record.model.get("id", ""))
 
 
 def format_result(result: EvalResult) -> str:
@@ -197,13 +208,14 @@ def format_result(result: EvalResult) -> str:
         f"  ground-truth instances: {r.gt_instances:,}, of which {r.gt_matched:,} matched",
         f"  matched instances with the same class as their match: {pct(r.class_agreement)}",
         "",
-        f"  {'class':<24}{'instances':>10}{'mean IoU':>10}{'median IoU':>12}{'area-weighted':>15}{'IoU>=0.5':>10}",
+        f"  {'class':<24}{'instances':>10}{'mean IoU':>10}{'median IoU':>12}{'area-weighted':>15}{'IoU>=0.5':>10}"
+        f"{'boundary F':>12}",
     ]
     for name, s in [*r.per_class.items(), ("all", r.overall)]:
         if name == "all":
-            lines.append("  " + "-" * 79)
+            lines.append("  " + "-" * 91)
         lines.append(f"  {name:<24}{s.instances:>10,}{num(s.mean_iou):>10}{num(s.median_iou):>12}"
-                     f"{num(s.area_weighted_iou):>15}{pct(s.share_iou50):>10}")
+                     f"{num(s.area_weighted_iou):>15}{pct(s.share_iou50):>10}{num(s.boundary_f):>12}")
     return "\n".join(lines)
 
 

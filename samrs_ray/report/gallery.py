@@ -7,7 +7,10 @@ is below `low_iou`.
 It works offline, from local disk or object storage. There is no CDN: the style and the script
 are inside the page, and the images are files beside it (`gallery/<tile_id>.jpg`, and the
 figures of `samrs-ray stats`). A filter can be given in the address, e.g.
-`gallery.html#class=ship&split=val&flagged=1`.
+`gallery.html#class=ship&split=val&flagged=1`. With `compare` (another version of the same
+dataset, e.g. one made by another engine: `samrs-ray stats --compare 1`), each tile shows both
+versions' label maps side by side (`gallery/<tile_id>.v<N>.jpg`), so a person sees which engine's
+masks to keep.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Card:
     split: str
     classes: list[str]
     flags: list[str] = field(default_factory=list)
+    versus: str = ""  # the compared version's thumbnail, beside the page ('' without one)
 
 
 def flags_of(instances: list[dict[str, Any]], low_iou: float) -> list[str]:
@@ -66,9 +70,11 @@ def thumbnail(image: np.ndarray) -> bytes:
 
 
 def write_gallery(out: str, report: Optional[str] = None, storage_options: Optional[dict] = None,
-                  version: versions.Version = None, max_tiles: int = 300, low_iou: float = 0.5) -> list[Card]:
+                  version: versions.Version = None, max_tiles: int = 300, low_iou: float = 0.5,
+                  compare: versions.Version = None) -> list[Card]:
     """Write `gallery.html` and its thumbnails into `report` (default <out>/report) for a
-    committed version; returns the cards shown, flagged first."""
+    committed version, each tile beside its label map in version `compare` when given; returns
+    the cards shown, flagged first."""
     fs, root = storage.open_fs(out, storage_options)
     record = versions.find(fs, root, version)
     preset = record.config.get("preset") or {}
@@ -86,19 +92,31 @@ def write_gallery(out: str, report: Optional[str] = None, storage_options: Optio
 
     report = report or layout.report_folder(out)
     report_fs, report_root = storage.open_fs(report, storage_options)
+    other = None if compare is None else versions.find(fs, root, compare)
+    other_tiles = {} if other is None else {
+        t["tile_id"]: t for t in manifest.read_dataset(out, "tiles", storage_options, version=compare).to_pylist()}
     for card in cards:
         tile = load_tile(tiles[card.tile_id], storage_options)
         storage.write_atomic(report_fs, storage.join(report_root, "gallery", f"{card.tile_id}.jpg"),
                              thumbnail(overlay(tile["image"], tile["label"], palette)))
+        if card.tile_id in other_tiles:  # a tile of only one version is shown alone
+            theirs = load_tile(other_tiles[card.tile_id], storage_options)
+            card.versus = f"gallery/{card.tile_id}.v{other.version}.jpg"
+            storage.write_atomic(report_fs, storage.join(report_root, card.versus),
+                                 thumbnail(overlay(theirs["image"], theirs["label"], palette)))
     figures = [f for f in FIGURES if storage.exists(report_fs, storage.join(report_root, f))]
-    page = gallery_html(record, cards, classes, palette, figures, len(tiles), low_iou)
+    page = gallery_html(record, cards, classes, palette, figures, len(tiles), low_iou, other)
     storage.write_atomic(report_fs, storage.join(report_root, "gallery.html"), page.encode())
     return cards
 
 
 def gallery_html(record: versions.RunRecord, cards: list[Card], classes: list[str], palette: list[tuple[int, int, int]],
-                 figures: list[str], n_tiles: int, low_iou: float) -> str:
+                 figures: list[str], n_tiles: int, low_iou: float, other: Optional[versions.RunRecord] = None) -> str:
     e = html.escape
+    names = [f"v{r.version} {r.model.get('id', '')}" for r in (record, other) if r is not None]
+    pair = lambda c: (f'<div class="pair"><img src="gallery/{e(c.tile_id)}.jpg" alt="{e(names[0])}" title="{e(names[0])}">'  # noqa: E731
+                      f'<img src="{e(c.versus)}" alt="{e(names[1])}" title="{e(names[1])}"></div>' if c.versus else
+                      f'<img src="gallery/{e(c.tile_id)}.jpg" alt="{e(c.tile_id)}" loading="lazy">')
     legend = "".join(f'<li><span class="swatch" style="background:rgb{tuple(palette[i])}"></span>{e(name)}</li>'
                      for i, name in enumerate(classes))
     splits = sorted({c.split for c in cards})
@@ -106,7 +124,7 @@ def gallery_html(record: versions.RunRecord, cards: list[Card], classes: list[st
     grid = "".join(
         f'<figure class="card{" flagged" if c.flags else ""}" data-classes="{e("|".join(c.classes))}" '
         f'data-split="{e(c.split)}" data-flagged="{int(bool(c.flags))}">'
-        f'<img src="gallery/{e(c.tile_id)}.jpg" alt="{e(c.tile_id)}" loading="lazy">'
+        + pair(c) +
         f'<figcaption>{e(c.tile_id)} <small>{e(c.split)}</small>'
         + "".join(f'<span class="flag">{e(f)}</span>' for f in c.flags) + "</figcaption></figure>"
         for c in cards)
@@ -121,6 +139,8 @@ body {{ font-family: sans-serif; margin: 1em; background: #fafafa; }}
 .card {{ margin: 0; background: white; border: 2px solid #ddd; }}
 .card.flagged {{ border-color: #d33; }}
 .card img {{ width: 100%; display: block; }}
+.pair {{ display: flex; gap: 2px; }} .pair img {{ width: 50%; }}
+#grid.versus {{ grid-template-columns: repeat(auto-fill, minmax({2 * THUMBNAIL}px, 1fr)); }}
 figcaption {{ font-size: .8em; padding: .2em; }}
 .flag {{ color: #d33; margin-left: .5em; }}
 .figures img {{ max-width: 48%; }}
@@ -128,12 +148,13 @@ figcaption {{ font-size: .8em; padding: .2em; }}
 <h1>samrs-ray gallery</h1>
 <p>Version {record.version} (run {e(record.run_id)}), model {e(record.model.get("id", ""))}: {shown}.
 Flagged: an instance with an empty mask, or a predicted IoU below {low_iou:g}.</p>
+{f'<p class="versus-note">Side by side: left {e(names[0])}, right {e(names[1])}.</p>' if other else ''}
 <div class="figures">{"".join(f'<img src="{e(f)}" alt="{e(f)}">' for f in figures)}</div>
 <h2>Classes</h2><ul id="legend">{legend}</ul>
 <p><label>class <select id="class"><option value="">all</option>{options(classes)}</select></label>
 <label>split <select id="split"><option value="">all</option>{options(splits)}</select></label>
 <label><input type="checkbox" id="flagged"> flagged only</label> <span id="count"></span></p>
-<div id="grid">{grid}</div>
+<div id="grid"{' class="versus"' if other else ''}>{grid}</div>
 <script>
 const controls = {{class: document.getElementById("class"), split: document.getElementById("split"),
                   flagged: document.getElementById("flagged")}};

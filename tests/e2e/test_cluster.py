@@ -539,7 +539,7 @@ def test_dockerfile_builds_on_ray_with_cuda_torch_as_non_root() -> None:
     assert resolved.endswith(f"-{args['CUDA']}") and "whl/${CUDA}" in text, "base CUDA and torch CUDA differ"
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
-    assert re.search(r"pip install [^\n]*\s\.\s", text), "the image must install this repository"
+    assert re.search(r"pip install [^\n]*\s\"?\.(\[[\w,-]+\])?\"?\s", text), "the image must install this repository"
     assert (CLUSTER / "Dockerfile.dockerignore").is_file()
 
 

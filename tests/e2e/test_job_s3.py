@@ -147,3 +147,14 @@ def test_ray_job_submit(ray_head, s3: S3Server, realsamples: Path) -> None:
     tiles = manifest.read_dataset(out, "tiles", s3.storage_options)
     assert tiles.num_rows == 3
     assert all(fs.exists(uri) for uri in tiles.column("label_uri").to_pylist())
+
+    # the other engines through the same submission path (FAKE tiny models, random weights)
+    for model in ("sam2", "hq-sam"):
+        submitted = subprocess.run(
+            [str(RAY), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml", "--",
+             "python", "jobs/generate.py", "--preset", "sota", "--images", images, "--labels", labels,
+             "--out", f"{out}-{model}", "--model", model, "--model-type", "tiny", "--gpus-per-actor", "0"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out-{model}/_run.json"))
+        assert record["model"]["id"] == f"{model}-tiny" and record["counts"]["instances"] == 213

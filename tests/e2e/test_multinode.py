@@ -117,6 +117,14 @@ def test_declared_gpu_brings_up_a_gpu_node_from_zero_and_the_masks_run_there(tmp
         assert rerun["cluster"]["gpu_wait_s"] is None
         cluster_fingerprints = fingerprints(out)
 
+        # the other engines on the same cluster: their masks are made on the GPU node too
+        for model in ("sam2", "hq-sam"):
+            other = str(tmp_path / model)
+            ok(generate(images, labels, other, cluster.env, "--model", model, address=cluster.address))
+            engine_run = committed(other)
+            assert engine_run["model"]["id"] == f"{model}-tiny" and engine_run["counts"]["processed"] == 3
+            assert set(engine_run["cluster"]["stages"]["mask"]) <= gpu_nodes
+
     # the same inputs on the embedded local Ray (no GPU at all) with the same --dtype
     local = str(tmp_path / "local")
     ok(generate(images, labels, local, cluster.env))

@@ -29,5 +29,5 @@ def test_model_types_are_the_engines_own() -> None:
     assert config("i", "l", "o", model="sam", model_type="vit_b").model_id == "sam-vit_b"
     with pytest.raises(ConfigError, match=r"--model-type of --model sam must be one of"):
         config("i", "l", "o", model="sam", model_type="hiera_t")
-    with pytest.raises(ConfigError, match=r"--model must be one of \('sam', 'box'\)"):
+    with pytest.raises(ConfigError, match=r"--model must be one of \('sam', 'sam2', 'hq-sam', 'box'\)"):
         config("i", "l", "o", model="sam3")

@@ -11,42 +11,21 @@ allows at most MAX_PIXELS_PER_MASK flipped pixels per mask and 1e-4 on the IoU.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from segment_anything import SamPredictor, sam_model_registry
 
-from samrs_ray.inputs.formats.dota import parse_dota
 from samrs_ray.masks.backend import PromptBatch, TileMasks, unpack_masks
 from samrs_ray.masks.checkpoint import build_sam
 from samrs_ray.masks.engine_settings import EngineSettings, supports_bfloat16
 from samrs_ray.masks.sam import SamBackend
 from samrs_ray.masks.tensors import pack_bits
-from tests.masks.helpers import box_prompts, crop_with_boxes
+from tests.masks.helpers import box_prompts, p0004_tiles  # noqa: F401  (fixture)
 
 MAX_PIXELS_PER_MASK = 4
 TILE = 1024
-
-
-
-
-
-
-@pytest.fixture(scope="module")
-def p0004_tiles(realsamples: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Two real tiles of P0004 (824x1464): rows 0-1024 and 440-1464, as a 1024/824 tiler cuts them.
-
-    Every 4th box is kept so the per-box official loop stays fast on 2 CPU cores.
-    """
-    image = np.array(Image.open(realsamples / "dota/images/P0004.png").convert("RGB"))
-    labels = parse_dota((realsamples / "dota/labelTxt/P0004.txt").read_bytes(), "P0004.txt")
-    assert image.shape == (1464, 824, 3) and len(labels.annotations) == 107
-    tiles = [crop_with_boxes(image, labels, y0) for y0 in (0, 1464 - TILE)]
-    assert [len(boxes) for _, boxes in tiles] == [85, 64]
-    return [(tile, boxes[::4]) for tile, boxes in tiles]
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,26 @@ def test_it_renders_in_headless_chromium(report, tmp_path: Path) -> None:
     visible = [card for card in shown if " hidden" not in card]
     assert len(shown) == 6 and len(visible) == 2 and all('data-split="val"' in card for card in visible)
     assert "2 shown" in dom
+
+
+def test_two_versions_side_by_side(report, tmp_path: Path) -> None:
+    """The same tiles made again by another engine (the FAKE tiny SAM 2): `stats --compare 1`
+    shows each tile's label maps of both versions, the latest on the left."""
+    out, _ = report
+    data = out.parent / "data"
+    assert main(["generate", "--preset", "sota", "--model", "sam2", "--model-type", "tiny", "--tile-size", "none",
+                 "--images", str(data / "images"), "--labels", str(data / "labelTxt"), "--out", str(out),
+                 "--split-list", f"val={out.parent / 'val.txt'}"]) == 0
+    folder = tmp_path / "versus"
+    assert main(["stats", "--out", str(out), "--report", str(folder), "--compare", "1"]) == 0
+    page = (folder / "gallery.html").read_text()
+    assert "Side by side: left v2 sam2-tiny, right v1 sam-tiny." in page
+    pairs = re.findall(r'<div class="pair"><img src="gallery/([^"]+)\.jpg"[^>]*><img src="(gallery/[^"]+)"', page)
+    assert len(pairs) == 6
+    for tile_id, theirs in pairs:
+        assert theirs == f"gallery/{tile_id}.v1.jpg"
+        ours, other = (np.asarray(Image.open(folder / name)) for name in (f"gallery/{tile_id}.jpg", theirs))
+        assert ours.shape == other.shape
+    if CHROMIUM is not None:
+        chromium("--window-size=1280,900", f"--screenshot={tmp_path / 'versus.png'}", (folder / "gallery.html").as_uri())
+        assert np.array(Image.open(tmp_path / "versus.png")).std() > 20
