@@ -13,10 +13,10 @@ the same mapping. Needs the `geo` extra (rasterio); nothing here knows of Ray.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterator, Optional
 
 import numpy as np
