@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cog-scene-"))
     for sub in ("rasters", "layers", "images", "labelTxt"):
         (work / sub).mkdir(parents=True, exist_ok=True)
+    for old in work.glob("out-*"):  # the scene is kept between runs, the datasets are not
+        shutil.rmtree(old)
     cog = work / "rasters" / "big.tif"
     if not cog.exists():
         started = time.monotonic()
