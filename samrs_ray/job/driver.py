@@ -92,7 +92,8 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     committed = versions.latest(fs, out)
     index = incremental.read_index(fs, out)
     known = index.known_by_source(incremental.label_pngs(fs, out))
-    say(f"{len(pairs)} scenes, {len(pair_issues)} unpaired files; {sum(len(t) for t in index.tiles.values())} "
+    say(f"{len(pairs)} scenes, {len(pair_issues)} inputs left out before planning (unpaired files, bad map "
+        f"features); {sum(len(t) for t in index.tiles.values())} "
         f"tiles already on storage")
 
     plan_settings, write_settings = stage_settings(config, checksum)
