@@ -14,13 +14,16 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import fsspec
 
 from samrs_ray.dataset import storage
 from samrs_ray.errors import CheckpointError
 from samrs_ray.masks.model_types import MODEL_TYPES, OFFICIAL_CHECKPOINTS
+
+if TYPE_CHECKING:
+    from samrs_ray.config import JobConfig
 
 
 def checkpoint_source(
@@ -208,3 +211,18 @@ def engine_checked_sha256(engine: str, model_type: str, checkpoint: Optional[str
         return ""
     path = fetch_checkpoint(checkpoint or ENGINE_CHECKPOINTS[engine][model_type], cache_dir, storage_options)
     return checked_sha256(path, cache_dir, f"{engine}:{model_type}")
+
+
+def engine_check(engine: str, config: "JobConfig", build_model: str) -> str:
+    """check() of the SAM 2 and HQ-SAM engines: the checkpoint's sha256, remembered when this node
+    already checked this version of it, else checked by loading it into `build_model`
+    ("module:function", engine_checkpoint.check); torch is imported only then."""
+    known = engine_checked_sha256(engine, config.model_type, config.checkpoint, config.node_cache_dir(),
+                                  config.storage_options)
+    if known is not None:
+        return known
+    from samrs_ray.masks import engine_checkpoint
+    from samrs_ray.masks.engines import resolve
+
+    return engine_checkpoint.check(engine, config.model_type, resolve(build_model), config.checkpoint,
+                                   config.node_cache_dir(), config.storage_options)

@@ -14,17 +14,9 @@ if TYPE_CHECKING:
 def check(config: "JobConfig") -> str:
     """The checkpoint's sha256, checked to be an HQ-SAM state dict of `model_type` ('' for the
     FAKE tiny model with random weights). A file this node already checked needs no torch."""
-    from samrs_ray.masks.checkpoint_files import engine_checked_sha256
+    from samrs_ray.masks.checkpoint_files import engine_check
 
-    known = engine_checked_sha256("hq-sam", config.model_type, config.checkpoint, config.node_cache_dir(),
-                                  config.storage_options)
-    if known is not None:
-        return known
-    from samrs_ray.masks import engine_checkpoint
-    from samrs_ray.masks.hq_sam_model import build_hq_sam
-
-    return engine_checkpoint.check("hq-sam", config.model_type, build_hq_sam, config.checkpoint,
-                                   config.node_cache_dir(), config.storage_options)
+    return engine_check("hq-sam", config, "samrs_ray.masks.hq_sam_model:build_hq_sam")
 
 
 def build(config: "JobConfig", expected_checksum: Optional[str]) -> "MaskBackend":

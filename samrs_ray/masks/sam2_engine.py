@@ -13,17 +13,9 @@ if TYPE_CHECKING:
 def check(config: "JobConfig") -> str:
     """The checkpoint's sha256, checked to hold exactly the SAM 2.1 `model_type` config's keys
     ('' for the FAKE tiny model with random weights). A file this node already checked needs no torch."""
-    from samrs_ray.masks.checkpoint_files import engine_checked_sha256
+    from samrs_ray.masks.checkpoint_files import engine_check
 
-    known = engine_checked_sha256("sam2", config.model_type, config.checkpoint, config.node_cache_dir(),
-                                  config.storage_options)
-    if known is not None:
-        return known
-    from samrs_ray.masks import engine_checkpoint
-    from samrs_ray.masks.sam2_model import build_sam2_model
-
-    return engine_checkpoint.check("sam2", config.model_type, build_sam2_model, config.checkpoint,
-                                   config.node_cache_dir(), config.storage_options)
+    return engine_check("sam2", config, "samrs_ray.masks.sam2_model:build_sam2_model")
 
 
 def build(config: "JobConfig", expected_checksum: Optional[str]) -> "MaskBackend":
