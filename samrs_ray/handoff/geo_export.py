@@ -36,7 +36,7 @@ from samrs_ray.encoding.rle import decode_crop, string_to_counts
 from samrs_ray.handoff.geoparquet import OBJECTS, objects_table, read_objects, table_bytes
 from samrs_ray.inputs.listing import stem
 from samrs_ray.inputs.presets import IGNORE_ID
-from samrs_ray.inputs.rasters import open_raster
+from samrs_ray.inputs.rasters import open_raster, tile_transform
 
 STATE_FOLDER = ".samrs-ray-geo"
 TILE_COLUMNS = ["tile_id", "source_uri", "x0", "y0", "width", "height", "fingerprint", "crs", "transform"]
@@ -105,7 +105,7 @@ def write_scene(fs, root: str, name: str, source: str, tiles: list[dict], by_til
             sx, sy = tile["x0"] + x0, tile["y0"] + y0
             crop = crop[: max(0, height - sy), : max(0, width - sx)]  # a padded window may pass the scene's edge
             paint(label[sy:sy + crop.shape[0], sx:sx + crop.shape[1]], crop, instance["class_id"])
-            geometry = polygons(crop, offset_transform(transform, sx, sy))
+            geometry = polygons(crop, tile_transform(transform, sx, sy))
             area = int(crop.sum())
         rows.append({"geometry": geometry, "scene": name, "class_id": instance["class_id"],
                      "class_name": instance["class_name"], "layer": instance["source_uri"],
@@ -133,11 +133,6 @@ def choose_masks(tiles: list[dict], by_tile: dict[str, list[dict]]) -> dict[tupl
 def object_order(key: tuple) -> tuple:
     """Paint order: by layer and id, as the objects were read (later wins an overlap, SAMRS's rule)."""
     return (key[0] or "", key[1] if key[1] is not None else -1)
-
-
-def offset_transform(t: tuple, x0: int, y0: int) -> tuple:
-    a, b, c, d, e, f = t
-    return (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
 
 
 def polygons(mask: np.ndarray, transform: tuple) -> shapely.Geometry:

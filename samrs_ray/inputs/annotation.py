@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from samrs_ray.errors import InputError
+from samrs_ray.errors import InputError, StoreError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Quad = tuple[float, float, float, float, float, float, float, float]  # x1, y1, ..., x4, y4
@@ -66,6 +66,11 @@ class InputIssue:
     @classmethod
     def from_error(cls, err: InputError, stage: Stage = Stage.READ) -> "InputIssue":
         return cls(source=err.source, reason=err.reason, line=err.line, stage=stage)
+
+    @classmethod
+    def from_store_error(cls, err: StoreError) -> "InputIssue":
+        """A file the store did not give (the file may be fine: its scene is read again next run)."""
+        return cls(source=err.uri, reason=f"cannot read from the store: {err.cause}", stage=Stage.STORE)
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line is not None else self.source

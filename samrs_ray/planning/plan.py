@@ -123,7 +123,7 @@ def plan_scene(pair: ScenePair, settings: PlanSettings, known: frozenset[str], c
     except InputError as error:  # the file's fault: quarantined
         rows = [error_row(InputIssue.from_error(error))]
     except StoreError as error:  # the store's fault: the scene's committed tiles are kept
-        rows = [error_row(InputIssue(error.uri, f"cannot read from the store: {error.cause}", stage=Stage.STORE))]
+        rows = [error_row(InputIssue.from_store_error(error))]
     for row in rows:
         row["scene"] = pair.name
         if scene is not None and row["status"] == Status.TODO:

@@ -141,5 +141,4 @@ def with_pixels(part: RasterPart, rows: list[dict[str, Any]], pad_value: tuple[i
     except InputError as error:
         yield {**error_row(InputIssue.from_error(error)), "scene": part.name}
     except StoreError as error:
-        yield {**error_row(InputIssue(error.uri, f"cannot read from the store: {error.cause}", stage=Stage.STORE)),
-               "scene": part.name}
+        yield {**error_row(InputIssue.from_store_error(error)), "scene": part.name}
