@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import math
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
@@ -134,8 +133,10 @@ class Invariant:
         live = [float(lease["started_at"]) for lease in leases.values()
                 if since - float(lease["refreshed_at"]) < self.lease_expiry_s and lease["run_id"] != run_id]
         spare_after = min(live) - CLOCK_SLACK_S if live else math.inf
+        # a lease is a left-over if it had expired when that run started; one that expired while
+        # the run worked may have been live at its clean-up, and is checked after the next run
         left = [p for p, lease in leases.items()
-                if lease["run_id"] == run_id or time.time() - float(lease["refreshed_at"]) >= self.lease_expiry_s]
+                if lease["run_id"] == run_id or since - float(lease["refreshed_at"]) >= self.lease_expiry_s]
         for path, info in found.items():
             rel, name = path[len(self.out) + 1:], path.rsplit("/", 1)[-1]
             if name.startswith(".") and name.endswith(".tmp"):
