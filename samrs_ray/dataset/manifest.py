@@ -134,6 +134,9 @@ def read_dataset(out: str, table: str, storage_options: Optional[dict] = None,
     """One table of a committed version (number or run id; None: the latest), whole, in this
     process: for tests and small datasets. Large ones: `ray.data.read_parquet(dataset_uris(...))`."""
     fs, root = storage.open_fs(out, storage_options)
+    # a listing this process cached (fsspec shares filesystem instances; a run lists these
+    # folders) would hide the shards committed since
+    fs.invalidate_cache(layout.table_folder(root, table))
     schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
     parts = [read_table(fs, p, columns or schema.names) for p in dataset_files(fs, root, table, version)]
     return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from samrs_ray.dataset import storage
-from samrs_ray.errors import ConfigError, InputError, StoreError
+from samrs_ray.errors import ConfigError, InputError
 
 # The longest side of the decimated read a scene's stretch is computed from: 1 Mpx, which a COG
 # serves from one overview level, and enough for percentiles to within a grey level.
@@ -102,23 +102,27 @@ class RasterScene:
 def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
     """A rasterio dataset of `uri` (local or any fsspec store, read by range requests).
     InputError naming the file when GDAL cannot read it; StoreError when the store did not give
-    the bytes (the file may be fine: it is read again next run)."""
+    the bytes after the job's retries (the file may be fine: it is read again next run)."""
     import rasterio  # the geo extra: only raster scenes need it
 
     fs, path = storage.open_fs(uri, storage_options)
     store = None if storage.is_local(fs) else StoreFiles(fs)
-    try:
-        dataset = rasterio.open(path, opener=store)
-    except FileNotFoundError:
-        raise InputError(uri, "file not found (deleted after listing?)") from None
-    except rasterio.errors.RasterioIOError as error:
-        raise read_error(uri, store, f"GDAL cannot read this raster: {error}") from None
-    with dataset:
+
+    def opened() -> Any:
+        try:
+            return rasterio.open(path, opener=store)
+        except FileNotFoundError:
+            raise InputError(uri, "file not found (deleted after listing?)") from None
+        except rasterio.errors.RasterioIOError as error:
+            raise failed(uri, store, f"GDAL cannot read this raster: {error}") from None
+
+    with storage.with_retries(uri, opened) as dataset:
         yield Raster(dataset, uri, store)
 
 
 class Raster:
-    """An open raster scene: rasterio's dataset, and whether its store failed a read."""
+    """An open raster scene: rasterio's dataset, whose pixel reads are retried when the store
+    failed them."""
 
     def __init__(self, dataset: Any, uri: str, store: Optional["StoreFiles"]):
         self.dataset, self.uri, self.store = dataset, uri, store
@@ -127,18 +131,26 @@ class Raster:
         return getattr(self.dataset, name)
 
     def read(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.dataset.read(*args, **kwargs)
-        except Exception as error:  # truncated TIFF, corrupt block, or a store that failed GDAL's read
-            raise read_error(self.uri, self.store, f"cannot read pixels: {error}") from None
+        def once() -> Any:
+            try:
+                return self.dataset.read(*args, **kwargs)
+            except Exception as error:  # truncated TIFF, corrupt block, or a store that failed GDAL's read
+                raise failed(self.uri, self.store, f"cannot read pixels: {error}") from None
+
+        return storage.with_retries(self.uri, once)
 
 
-def read_error(uri: str, store: Optional["StoreFiles"], reason: str) -> Exception:
-    """The error of a failed GDAL read: the store's (StoreError) when a read from the store raised,
-    else the file's (InputError)."""
-    if store is not None and store.failure is not None:
-        return StoreError(uri, f"{type(store.failure).__name__}: {store.failure}", 1)
-    return InputError(uri, reason)
+def failed(uri: str, store: Optional["StoreFiles"], reason: str) -> Exception:
+    """The error of a failed GDAL call: when a read from the store failed, the store's error as an
+    OSError, which storage.with_retries retries (the store is asked again) and at last turns into
+    a StoreError; else the file's (InputError)."""
+    failure = store.failure if store is not None else None
+    if failure is None:
+        return InputError(uri, reason)
+    store.failure = None
+    if isinstance(failure, FileNotFoundError):
+        return InputError(uri, "file not found (deleted while it was read?)")
+    return failure if isinstance(failure, OSError) else OSError(f"{type(failure).__name__}: {failure}")
 
 
 class StoreFiles:
@@ -172,8 +184,10 @@ class StoreFiles:
 
 
 class Watched:
-    """A store's file object that records on its container any error a read raises: GDAL only says
-    that a read failed, and the job must tell a store that went away from a corrupt file."""
+    """A store's file object whose failed read is a short read, with the error recorded on its
+    container: GDAL only says that a read failed, and the job must tell a store that went away
+    from a corrupt file. A read must not raise: rasterio's read callback turns an exception into
+    (size_t)-1 bytes read, and GDAL aborts the process."""
 
     def __init__(self, file: Any, store: StoreFiles):
         self.file, self.store = file, store
@@ -183,7 +197,7 @@ class Watched:
             return self.file.read(*args)
         except Exception as error:
             self.store.failure = error
-            raise
+            return b""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)

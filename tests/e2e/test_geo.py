@@ -16,6 +16,7 @@ import shapely  # noqa: E402
 from samrs_ray import cli  # noqa: E402
 from samrs_ray.dataset import manifest  # noqa: E402
 from tests.geodata import UTM33, box_in_lonlat, pixel_to_map, write_geojson, write_raster  # noqa: E402
+from tests.faultproxy import FaultProxy  # noqa: E402
 from tests.seaweed import CountingProxy, S3Server  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -119,7 +120,8 @@ def test_a_cog_and_lonlat_boxes_become_georeferenced_labels_and_polygons(tmp_pat
     assert "1 scenes (0 written, 0 removed)" in capsys.readouterr().out
 
 
-def test_on_s3_an_unchanged_night_reads_no_raster_byte(s3: S3Server, tmp_path: Path, local_ray, capsys) -> None:
+def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keeps_its_tiles(
+        s3: S3Server, tmp_path: Path, local_ray, capsys) -> None:
     prefix = f"geo-{uuid.uuid4().hex[:8]}"
     write_inputs(tmp_path / "data")
     data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
@@ -134,6 +136,25 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte(s3: S3Server, tmp_path: P
                      "--storage-options", json.dumps(s3.storage_options)]) == 0
     s3.filesystem().get(f"{s3.bucket}/{prefix}/geo/", str(tmp_path / "geo"), recursive=True)
     check_export(tmp_path / "geo", tmp_path / "data" / "rasters" / "field.tif")
+
+    # an edited feature on a night the store refuses the raster's bytes: exit 5, and the scene's
+    # committed tiles stay as they were; the next night recomputes the one window
+    committed = manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist()
+    layer = tmp_path / "data" / "layers" / "boxes.geojson"
+    edited = json.loads(layer.read_text())
+    edited["features"][2]["geometry"]["coordinates"] = [box_in_lonlat(1300, 80, 1430, 150)]
+    s3.filesystem().pipe(f"{s3.bucket}/{prefix}/data/layers/boxes.geojson", json.dumps(edited).encode())
+    proxy = FaultProxy(s3)
+    proxy.target("GET", f"{s3.bucket}/{prefix}/data/rasters/field.tif", "slow_down")
+    with proxy as faulty:  # botocore's own retries cut short: the job's three tries are under test
+        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        assert generate(data, out, tmp_path / "data" / "classes.txt", options) == 5
+    assert "field: kept from version 2 (4 tiles): cannot read from the store:" in capsys.readouterr().out
+    assert manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist() == committed
+    errors = manifest.read_dataset(out, "errors", s3.storage_options).to_pylist()
+    assert [e["source_uri"] for e in errors if e["stage"] == "store"] == [f"{data}/rasters/field.tif"]
+    assert generate(data, out, tmp_path / "data" / "classes.txt", s3.storage_options) == 0
+    assert "1 processed, 3 unchanged" in capsys.readouterr().out
 
 
 def test_bad_rasters_are_error_rows_and_a_missing_band_is_exit_2(tmp_path: Path, local_ray, capsys) -> None:

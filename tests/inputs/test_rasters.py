@@ -9,9 +9,12 @@ import pytest
 
 pytest.importorskip("rasterio")
 
-from samrs_ray.errors import ConfigError, InputError  # noqa: E402
+from samrs_ray.dataset.storage import READ_ATTEMPTS  # noqa: E402
+from samrs_ray.errors import ConfigError, InputError, StoreError  # noqa: E402
 from samrs_ray.inputs.rasters import Stretch, open_raster, read_scene, read_window, tile_transform  # noqa: E402
+from tests.faultproxy import FaultProxy  # noqa: E402
 from tests.geodata import ORIGIN, PIXEL, UTM33, write_raster  # noqa: E402
+from tests.seaweed import S3Server  # noqa: E402
 
 REAL = Path(__file__).parents[1] / "data" / "rasterio"
 PAD = (104, 116, 124)
@@ -108,3 +111,34 @@ def test_a_truncated_tiff_is_an_input_error_naming_the_file(tmp_path: Path) -> N
 def test_tile_transform_moves_the_origin_by_the_window() -> None:
     t = (0.5, 0.0, 100.0, 0.0, -0.5, 200.0)
     assert tile_transform(t, 10, 20) == (0.5, 0.0, 105.0, 0.0, -0.5, 190.0)
+
+
+def test_a_store_that_refuses_a_rasters_reads_is_retried_then_a_store_error(s3: S3Server, tmp_path: Path) -> None:
+    """A read the store fails (after the client's own retries) is asked again, READ_ATTEMPTS
+    times in all, then is a StoreError; a refusal that passes costs nothing. (A failed read once
+    aborted the process: rasterio turns an exception in its read callback into -1 bytes read.)"""
+    import rasterio
+
+    path = write_raster(tmp_path / "a.tif", 1024, 1024, cog=True)
+    with rasterio.open(path) as src:
+        whole = src.read().transpose(1, 2, 0)
+    uri = s3.uri("raster-store-error/a.tif")
+    s3.filesystem().put_file(str(path), uri.removeprefix("s3://"))
+    proxy = FaultProxy(s3)
+    with proxy as faulty:
+        # botocore's own retries cut short: the job's are under test
+        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        scene = read_scene(uri, options)
+        with open_raster(uri, options) as src:
+            proxy.target("GET", "*/raster-store-error/a.tif", "slow_down")
+            with pytest.raises(StoreError) as caught:
+                read_window(src, scene, 0, 0, 1024, 1024, PAD)
+            refused = proxy.injected["slow_down"]
+            proxy.clear_targets()
+            proxy.target("GET", "*/raster-store-error/a.tif", "slow_down", times=refused // READ_ATTEMPTS + 1)
+            rgb, _ = read_window(src, scene, 0, 0, 1024, 1024, PAD)
+    assert (caught.value.uri, caught.value.attempts) == (uri, READ_ATTEMPTS)
+    assert "reduce your request rate" in str(caught.value)
+    # one retry chain of s3fs's per try (it asks a throttled GET 10 times)
+    assert READ_ATTEMPTS <= refused <= 10 * READ_ATTEMPTS
+    assert np.array_equal(rgb, whole)
