@@ -9,7 +9,9 @@ and a GeoPackage of boxes in its CRS are written once. Then:
 3. the same scene as one PNG with DOTA labels through the label-file path (`--png`): tiles/s and
    what a planning worker must hold (the decoded scene);
 4. with `--s3`, the COG and the layer on SeaweedFS (loopback) behind a counting proxy: the first
-   run's tiles/s, and an unchanged rerun's GETs of the raster (the target is none).
+   run's tiles/s, and an unchanged rerun's GETs of the raster (the target is none);
+5. `export --format geo` of the local run in a fresh process: its time and peak RSS, against the
+   scene's label raster (`--export-only` measures just this on a workdir that has the run).
 
     .venv/bin/python -m bench.cog_scene --size 40000 --boxes 20000 [--png] [--s3]
 
@@ -141,11 +143,12 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--workdir", help="keep the scene here between runs (default: a temporary folder)")
     parser.add_argument("--memory-only", action="store_true", help="measure the planning task's memory and stop")
+    parser.add_argument("--export-only", action="store_true", help="measure the geo export of the workdir's run")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cog-scene-"))
     for sub in ("rasters", "layers", "images", "labelTxt"):
         (work / sub).mkdir(parents=True, exist_ok=True)
-    for old in work.glob("out-*"):  # the scene is kept between runs, the datasets are not
+    for old in work.glob("out-*") if not args.export_only else ():  # the scene is kept, the datasets are not
         shutil.rmtree(old)
     cog = work / "rasters" / "big.tif"
     if not cog.exists():
@@ -159,6 +162,9 @@ def main() -> None:
               *(["--checkpoint", args.checkpoint] if args.checkpoint else [])]
     rgb_gb = args.size * args.size * 3 / 1e9
 
+    if args.export_only:
+        export_memory(work, args.size)
+        return
     memory = part_memory(work, work / "out-memory")
     print(f"planning task: {memory['tiles']} tiles of one of {memory['parts']} parts; peak RSS "
           f"{memory['peak_kib'] / 2**20:.2f} GiB (imports and the part's item alone: "
@@ -174,6 +180,7 @@ def main() -> None:
           f"{cog_rate:.2f} tiles/s")
     wall, said = run(["generate", *common, "--out", str(work / "out-cog")])
     print(f"COG, local, unchanged rerun: {wall:.1f} s wall, {processed(said)} tiles processed")
+    export_memory(work, args.size)
 
     if args.png:
         png = work / "images" / "big.png"
@@ -194,6 +201,21 @@ def main() -> None:
         s3_runs(work, common, engine)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"largest child process (the driver and its Ray, or the planning probe): {peak:.2f} GiB peak RSS")
+
+
+def export_memory(work: Path, size: int) -> None:
+    """`export --format geo` of out-cog in a fresh process: its wall time and peak RSS."""
+    dest = work / "geo"
+    shutil.rmtree(dest, ignore_errors=True)
+    code = ("import resource, sys\nfrom samrs_ray import cli\ncode = cli.main(sys.argv[1:])\n"
+            "print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+    command = [sys.executable, "-c", code, "export", "--out", str(work / "out-cog"), "--format", "geo", "--dest",
+               str(dest)]
+    started = time.monotonic()
+    said = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    peak = int(said.split("peak_kib")[-1]) / 2**20
+    print(f"geo export: {time.monotonic() - started:.0f} s, peak RSS {peak:.2f} GiB; the scene's label raster "
+          f"whole is {size * size / 2**30:.2f} GiB; label COG {(dest / 'big.tif').stat().st_size / 1e6:.1f} MB")
 
 
 def s3_runs(work: Path, common: list[str], engine: list[str]) -> None:

@@ -40,6 +40,7 @@ from samrs_ray.inputs.rasters import open_raster, tile_transform
 
 STATE_FOLDER = ".samrs-ray-geo"
 TILE_COLUMNS = ["tile_id", "source_uri", "x0", "y0", "width", "height", "fingerprint", "crs", "transform"]
+STRIP_ROWS = 2048  # label raster rows painted at a time: 80 MB of a 40,000 px wide scene
 INSTANCE_COLUMNS = ["tile_id", "instance_id", "class_id", "class_name", "prompt_type", "prompt_box", "mask_rle",
                     "predicted_iou", "source_uri", "source_line", "area"]
 
@@ -93,7 +94,7 @@ def write_scene(fs, root: str, name: str, source: str, tiles: list[dict], by_til
         crs = src.crs.to_string() if src.crs else None
         transform = tuple(src.transform)[:6]
     chosen = choose_masks(tiles, by_tile)
-    label = np.full((height, width), IGNORE_ID, np.uint8)
+    painted = []  # (class id, x, y, crop), in paint order
     rows = []
     for key in sorted(chosen, key=object_order):
         tile, instance = chosen[key]
@@ -104,14 +105,14 @@ def write_scene(fs, root: str, name: str, source: str, tiles: list[dict], by_til
             x0, y0, crop = found
             sx, sy = tile["x0"] + x0, tile["y0"] + y0
             crop = crop[: max(0, height - sy), : max(0, width - sx)]  # a padded window may pass the scene's edge
-            paint(label[sy:sy + crop.shape[0], sx:sx + crop.shape[1]], crop, instance["class_id"])
+            painted.append((instance["class_id"], sx, sy, crop))
             geometry = polygons(crop, tile_transform(transform, sx, sy))
             area = int(crop.sum())
         rows.append({"geometry": geometry, "scene": name, "class_id": instance["class_id"],
                      "class_name": instance["class_name"], "layer": instance["source_uri"],
                      "feature_id": instance["source_line"], "prompt_type": instance["prompt_type"],
                      "predicted_iou": instance["predicted_iou"], "tile_id": tile["tile_id"], "area_px": area})
-    storage.write_atomic(fs, storage.join(root, f"{name}.tif"), label_cog(label, crs, transform))
+    storage.write_atomic(fs, storage.join(root, f"{name}.tif"), label_cog(painted, width, height, crs, transform))
     storage.write_atomic(fs, part_path(root, name), table_bytes(objects_table(rows, crs)))
     return crs
 
@@ -146,21 +147,35 @@ def polygons(mask: np.ndarray, transform: tuple) -> shapely.Geometry:
     return merged if merged.geom_type in ("Polygon", "MultiPolygon") else shapely.Polygon()
 
 
-def label_cog(label: np.ndarray, crs: Optional[str], transform: tuple) -> bytes:
-    """label (H, W) uint8 -> the bytes of a deflated COG with overviews, 255 as nodata."""
+def label_cog(painted: list[tuple[int, int, int, np.ndarray]], width: int, height: int, crs: Optional[str],
+              transform: tuple) -> bytes:
+    """Masks painted on a (height, width) uint8 label raster of IGNORE_ID -> the bytes of a deflated
+    COG with overviews, 255 as nodata. `painted`: (class id, x, y, crop (h, w) bool) in paint
+    order. The raster is painted STRIP_ROWS rows at a time into a tiled GeoTIFF, which GDAL then
+    copies to a COG: a scene of any size costs one strip of memory, not the whole label raster."""
     import rasterio
+    import rasterio.shutil
     from affine import Affine
+    from rasterio.windows import Window
 
-    height, width = label.shape
     with tempfile.TemporaryDirectory(prefix="samrs-ray-cog-") as folder:
-        path = os.path.join(folder, "label.tif")
-        profile = dict(driver="COG", width=width, height=height, count=1, dtype="uint8", nodata=IGNORE_ID,
-                       compress="deflate", blocksize=512, overview_resampling="nearest", transform=Affine(*transform))
+        plain, cog = os.path.join(folder, "label.tif"), os.path.join(folder, "label.cog.tif")
+        profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=IGNORE_ID,
+                       tiled=True, blockxsize=512, blockysize=512, compress="deflate", transform=Affine(*transform))
         if crs:
             profile["crs"] = crs
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(path, "w", **profile) as dst:
-            dst.write(label, 1)
-        with open(path, "rb") as f:
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            with rasterio.open(plain, "w", **profile) as dst:
+                for top in range(0, height, STRIP_ROWS):
+                    strip = np.full((min(STRIP_ROWS, height - top), width), IGNORE_ID, np.uint8)
+                    for class_id, x, y, crop in painted:
+                        first, end = max(y, top), min(y + crop.shape[0], top + strip.shape[0])
+                        if first < end:
+                            paint(strip[first - top:end - top, x:x + crop.shape[1]], crop[first - y:end - y], class_id)
+                    dst.write(strip, 1, window=Window(0, top, width, strip.shape[0]))
+            rasterio.shutil.copy(plain, cog, driver="COG", compress="deflate", blocksize=512,
+                                 overview_resampling="nearest")
+        with open(cog, "rb") as f:
             return f.read()
 
 

@@ -15,8 +15,8 @@ import shapely  # noqa: E402
 
 from samrs_ray import cli  # noqa: E402
 from samrs_ray.dataset import manifest  # noqa: E402
-from tests.geodata import UTM33, box_in_lonlat, pixel_to_map, write_geojson, write_raster  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.geodata import UTM33, box_in_lonlat, pixel_to_map, write_geojson, write_raster  # noqa: E402
 from tests.seaweed import CountingProxy, S3Server  # noqa: E402
 
 pytestmark = pytest.mark.slow
