@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
@@ -68,13 +68,18 @@ class RunRecord:
     parent: str = ""  # run_id of the version this run started from ("" for the first)
     # {scene: what became of it} for the scenes the store did not give: a partial night (exit 5)
     partial: dict[str, str] = field(default_factory=dict)
+    # {scene: {'bands', 'dtype', 'stretch', 'low', 'high'}} for a map run's raster scenes stretched
+    # to 8 bits (16-bit or float data): the values computed once per scene, per chosen band
+    stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "RunRecord":
-        return cls(**json.loads(data))
+        # fields a later samrs-ray added are left out, so that an older reader opens a newer version
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in json.loads(data).items() if key in known})
 
 
 def history(fs: fsspec.AbstractFileSystem, out: str) -> list[RunRecord]:

@@ -90,6 +90,11 @@ class RasterScene:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def stretch_record(self) -> dict[str, Any]:
+        """How this scene's values became 8 bits, as the run's record keeps it."""
+        return {"bands": list(self.bands), "dtype": self.dtype, "stretch": str(self.stretch),
+                "low": list(self.stretch.low), "high": list(self.stretch.high)}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RasterScene":
         stretch = data["stretch"]

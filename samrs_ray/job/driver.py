@@ -128,8 +128,10 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
     why = {r["scene"]: r["reason"] for r in rows if scene_cache.is_store_trouble(r)}
     not_given = {p.image_uri: (p.name, why[p.name]) for p in pairs if p.name in why}
+    rasters = inputs.maps.rasters if inputs.maps else {}
+    stretched = {name: r.stretch_record() for name, r in rasters.items() if r.stretch.method != "none"}
     record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster,
-                    not_given)
+                    not_given, stretched)
     clock.lap("commit")
     return record
 

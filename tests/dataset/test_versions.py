@@ -100,3 +100,9 @@ def test_clean_up_spares_the_files_of_other_live_runs_only(tmp_path: Path) -> No
     storage.write_atomic(fs, layout.active_path(out, "dead"), json.dumps(stale).encode())
     assert versions.spare_after(fs, out, "me") is None
     assert not (tmp_path / "_active" / "dead.json").exists()  # and is removed: a dead run leaves nothing
+
+
+def test_a_record_with_fields_of_a_later_release_still_reads() -> None:
+    newer = json.loads(record("r1", 3).to_json()) | {"lineage": {"from": "elsewhere"}}
+    back = RunRecord.from_json(json.dumps(newer).encode())
+    assert (back.run_id, back.version, back.stretch) == ("r1", 3, {})

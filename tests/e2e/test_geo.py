@@ -157,16 +157,22 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keep
     assert "1 processed, 3 unchanged" in capsys.readouterr().out
 
 
-def test_bad_rasters_are_error_rows_and_a_missing_band_is_exit_2(tmp_path: Path, local_ray, capsys) -> None:
+def test_bad_rasters_are_error_rows_a_stretch_is_recorded_and_a_missing_band_is_exit_2(tmp_path: Path, local_ray, capsys) -> None:
     write_inputs(tmp_path)
     cut = write_raster(tmp_path / "rasters" / "cut.tif", 600, 600, seed=1).read_bytes()
     (tmp_path / "rasters" / "cut.tif").write_bytes(cut[: len(cut) // 4])
     write_raster(tmp_path / "rasters" / "plain.tif", 300, 300, crs=None)  # no georeferencing
+    write_raster(tmp_path / "rasters" / "deep.tif", 400, 400, dtype="uint16")  # stretched: recorded per scene
     out = str(tmp_path / "out")
     assert generate(tmp_path, out, tmp_path / "classes.txt") == 0
     reasons = {Path(e["source_uri"]).name: e["reason"] for e in manifest.read_dataset(out, "errors").to_pylist()}
     assert "GDAL cannot read" in reasons["cut.tif"] or "cannot read pixels" in reasons["cut.tif"]
     assert "no CRS" in reasons["plain.tif"]
+    stretch = json.loads((tmp_path / "out" / "_run.json").read_text())["stretch"]
+    assert list(stretch) == ["deep"]  # field.tif is 8-bit: not stretched
+    assert {k: stretch["deep"][k] for k in ("bands", "dtype", "stretch")} == {
+        "bands": [1, 2, 3], "dtype": "uint16", "stretch": "percentile:2,98"}
+    assert all(0 <= low < high <= 4000 for low, high in zip(stretch["deep"]["low"], stretch["deep"]["high"]))
     capsys.readouterr()
     code = cli.main(["generate", "--preset", "custom", "--classes", str(tmp_path / "classes.txt"), "--label-format",
                      "vector", "--images", f"{tmp_path}/rasters", "--labels", f"{tmp_path}/layers", "--out", out,
