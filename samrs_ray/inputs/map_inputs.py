@@ -23,7 +23,7 @@ from typing import Any, Optional
 import fsspec
 
 from samrs_ray.dataset import layout, storage
-from samrs_ray.errors import InputError
+from samrs_ray.errors import InputError, StoreError
 from samrs_ray.inputs.annotation import InputIssue, Stage
 from samrs_ray.inputs.listing import SAFE_NAME, ScenePair, StoredFile, stem
 from samrs_ray.inputs.presets import Preset
@@ -96,8 +96,8 @@ def image_key(raster: RasterScene, stored: StoredFile) -> str:
 def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: Optional[tuple[int, ...]],
                  stretch: Optional[Stretch], storage_options: dict, fs: fsspec.AbstractFileSystem, out: str
                  ) -> dict[str, RasterScene | InputIssue]:
-    """Each scene's RasterScene (or the InputIssue of a raster GDAL cannot read), from the cache
-    where the file's version and the settings are the same."""
+    """Each scene's RasterScene (or the InputIssue of a raster GDAL cannot read, or the store did
+    not give), from the cache where the file's version and the settings are the same."""
     settings = json.dumps([list(bands or ()), str(stretch) if stretch else None])
     cache = read_cache(fs, out)
     fresh: dict[str, RasterScene | InputIssue] = {}
@@ -114,6 +114,8 @@ def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: 
             return read_scene(by_name[name], storage_options, bands, stretch)
         except InputError as error:
             return InputIssue.from_error(error)
+        except StoreError as error:  # the scene's committed tiles are kept (job/driver.py)
+            return InputIssue.from_store_error(error)
 
     with ThreadPoolExecutor(HEADER_THREADS) as pool:
         fresh.update(zip(todo, pool.map(header, todo)))

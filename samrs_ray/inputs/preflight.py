@@ -22,7 +22,7 @@ import fsspec
 from samrs_ray.config import JobConfig
 from samrs_ray.dataset import storage
 from samrs_ray.errors import ConfigError, InputError, StoreError
-from samrs_ray.inputs.annotation import InputIssue
+from samrs_ray.inputs.annotation import InputIssue, Stage
 from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.listing import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
 from samrs_ray.inputs.presets import PRESETS
@@ -188,7 +188,8 @@ def find_map_inputs(config: JobConfig) -> Inputs:
     fs, out = storage.open_fs(config.out, config.storage_options)
     maps = map_scenes(images, layers, config.labels, config.preset, config.class_field, config.bands,
                       Stretch.parse(config.stretch), config.storage_options, fs, out)
-    if not maps.placed:
+    refused = any(issue.stage == Stage.STORE for issue in maps.issues)  # then a partial night, not a wrong flag
+    if not maps.placed and not refused:
         first = "; ".join(str(issue) for issue in maps.issues[:3])
         raise ConfigError(f"nothing to process: no feature of the {len(layers)} layers in {config.labels} falls on "
                           f"any of the {len(images)} rasters in {config.images}" + (f" ({first})" if first else ""))

@@ -17,12 +17,14 @@ import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 
 from samrs_ray.dataset import storage
 from samrs_ray.errors import ConfigError, InputError
+
+T = TypeVar("T")
 
 # The longest side of the decimated read a scene's stretch is computed from: 1 Mpx, which a COG
 # serves from one overview level, and enough for percentiles to within a grey level.
@@ -160,23 +162,35 @@ def failed(uri: str, store: Optional["StoreFiles"], reason: str) -> Exception:
 
 class StoreFiles:
     """What rasterio's `opener` asks of a store (rasterio.abc.FileContainer): files opened with a
-    read-ahead of REMOTE_BLOCK, so GDAL's small range reads cost no more than they need."""
+    read-ahead of REMOTE_BLOCK, so GDAL's small range reads cost no more than they need. Every
+    call records the store's error: rasterio turns any into "cannot open", which must not read as
+    a bad file (a file not found is the file's own trouble, and rasterio probes for one)."""
 
     def __init__(self, fs: Any):
         self.fs = fs
-        self.failure: Optional[BaseException] = None  # the last error a read from the store raised
+        self.failure: Optional[BaseException] = None  # the last error a call to the store raised
+
+    def watched(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            self.failure = error
+            raise
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        return Watched(self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead"), self)
+        file = self.watched(lambda: self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead"))
+        return Watched(file, self)
 
     def isfile(self, path: str) -> bool:
-        return self.fs.isfile(path)
+        return self.watched(lambda: self.fs.isfile(path))
 
     def isdir(self, path: str) -> bool:
-        return self.fs.isdir(path)
+        return self.watched(lambda: self.fs.isdir(path))
 
     def ls(self, path: str) -> list[str]:
-        return self.fs.ls(path, detail=False)
+        return self.watched(lambda: self.fs.ls(path, detail=False))
 
     def mtime(self, path: str) -> int:
         return 0  # GDAL asks, and does nothing with it for reading
@@ -185,7 +199,7 @@ class StoreFiles:
         return datetime.fromtimestamp(0, timezone.utc)  # as mtime: asked, not used for reading
 
     def size(self, path: str) -> int:
-        return self.fs.size(path)
+        return self.watched(lambda: self.fs.size(path))
 
 
 class Watched:

@@ -17,6 +17,8 @@ from samrs_ray.dataset import incremental, scene_cache, storage, versions
 from samrs_ray.dataset.versions import RunRecord
 from samrs_ray.errors import ConcurrentRunError, ConfigError, RunFailed
 from samrs_ray.inputs import preflight
+from samrs_ray.inputs.annotation import Stage
+from samrs_ray.inputs.listing import stem
 from samrs_ray.job import faults
 from samrs_ray.job.actor import model_checksum
 from samrs_ray.job.capacity import wait_for_gpus
@@ -128,6 +130,9 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     cluster = {"gpu_wait_s": gpu_wait, "stages": stage_nodes(outcome)}
     why = {r["scene"]: r["reason"] for r in rows if scene_cache.is_store_trouble(r)}
     not_given = {p.image_uri: (p.name, why[p.name]) for p in pairs if p.name in why}
+    # a map run's raster whose header the store did not give is no scene of this run, yet its
+    # committed tiles stay as a planned scene's do
+    not_given |= {i.source: (stem(i.source), i.reason) for i in pair_issues if i.stage == Stage.STORE}
     rasters = inputs.maps.rasters if inputs.maps else {}
     stretched = {name: r.stretch_record() for name, r in rasters.items() if r.stretch.method != "none"}
     record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster,

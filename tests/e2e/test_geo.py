@@ -153,8 +153,18 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keep
     assert manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist() == committed
     errors = manifest.read_dataset(out, "errors", s3.storage_options).to_pylist()
     assert [e["source_uri"] for e in errors if e["stage"] == "store"] == [f"{data}/rasters/field.tif"]
+    # the raster uploaded again (a new store version): its header is read before Ray starts, refused too
+    s3.filesystem().put_file(str(tmp_path / "data" / "rasters" / "field.tif"),
+                             f"{s3.bucket}/{prefix}/data/rasters/field.tif")
+    proxy = FaultProxy(s3)
+    proxy.target("GET", f"{s3.bucket}/{prefix}/data/rasters/field.tif", "slow_down")
+    with proxy as faulty:
+        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        assert generate(data, out, tmp_path / "data" / "classes.txt", options) == 5
+    assert "field: kept from version 3 (4 tiles): cannot read from the store:" in capsys.readouterr().out
+    assert manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist() == committed
     assert generate(data, out, tmp_path / "data" / "classes.txt", s3.storage_options) == 0
-    assert "1 processed, 3 unchanged" in capsys.readouterr().out
+    assert "4 processed, 0 unchanged" in capsys.readouterr().out  # a new version of the raster: every window
 
 
 def test_bad_rasters_are_error_rows_a_stretch_is_recorded_and_a_missing_band_is_exit_2(tmp_path: Path, local_ray, capsys) -> None:

@@ -142,3 +142,14 @@ def test_a_store_that_refuses_a_rasters_reads_is_retried_then_a_store_error(s3: 
     # one retry chain of s3fs's per try (it asks a throttled GET 10 times)
     assert READ_ATTEMPTS <= refused <= 10 * READ_ATTEMPTS
     assert np.array_equal(rgb, whole)
+
+
+def test_a_store_that_refuses_to_say_a_rasters_size_is_a_store_error_not_a_bad_file(
+        s3: S3Server, tmp_path: Path) -> None:
+    uri = s3.uri("raster-head-refused/a.tif")
+    s3.filesystem().put_file(str(write_raster(tmp_path / "a.tif", 256, 256)), uri.removeprefix("s3://"))
+    proxy = FaultProxy(s3)
+    proxy.target("HEAD", "*/raster-head-refused/a.tif", "internal_error")
+    with proxy as faulty, pytest.raises(StoreError) as caught:
+        read_scene(uri, {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}})
+    assert caught.value.uri == uri and caught.value.attempts == READ_ATTEMPTS
