@@ -12,6 +12,9 @@ the fault-free run must also exit 0 with what a clean run of the same inputs int
 folder gives, and leave nothing behind. The inputs follow from --seed alone, so `--seed S --runs
 I+1` replays a failing run I's inputs (which request meets a fault depends on timing). Failures
 go to <workdir>/failures.json with the logs of their runs. Exit 1 if any check failed.
+
+`--maps` runs the same campaign as map runs (`--label-format vector`): the scenes are GeoTIFFs and
+their boxes one GeoJSON layer in lon/lat (bench/campaign_maps.py); the targeted 503 hits a raster.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import fsspec
 import numpy as np
 from PIL import Image
 
+from bench import campaign_maps
 from bench.campaign_checks import Invariant, content, difference, sha
 from tests.datasets import write_scene
 from tests.faultproxy import KINDS, FaultProxy, FaultRates
@@ -49,6 +53,7 @@ SIZES, CLASSES = (128, 192, 256), ("small-vehicle", "plane", "ship", "storage-ta
 LEASE_EXPIRY_S = 60.0
 NOT_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
 RUN_ARGS = ["--preset", "sota", "--model", "box", "--tile-size", "128", "--gap", "32", "--shard-tiles", "8"]
+FOLDERS = {False: ("images", "labelTxt"), True: ("rasters", "layers")}  # --images, --labels; by --maps
 
 
 @dataclass
@@ -71,8 +76,9 @@ class Campaign:
     """One S3 server, proxy and Ray cluster for many iterations (`iteration(i)`)."""
 
     def __init__(self, workdir: Path, seed: int = 0, s3: Optional[S3Server] = None, scenes: int = 8,
-                 run_timeout_s: float = 300.0):
+                 run_timeout_s: float = 300.0, maps: bool = False):
         self.workdir, self.seed, self.s3, self.n_scenes, self.timeout_s = workdir, seed, s3, scenes, run_timeout_s
+        self.maps = maps
         self.faults: Counter[str] = Counter()
         self.exits: dict[str, Counter] = defaultdict(Counter)
         self.counts: Counter[str] = Counter()  # failures by check
@@ -155,19 +161,24 @@ class Campaign:
         return done
 
     def snapshot(self) -> dict[str, tuple]:
+        """{scene: (image sha256, label file sha256)} of the local inputs (a map run's are made of them)."""
         files: dict[str, dict[str, str]] = defaultdict(dict)
-        for rel, digest in self.uploaded.items():
-            folder, _, name = rel.partition("/")
-            files[Path(name).stem][folder] = digest
+        for path in self.inputs.rglob("*"):
+            if path.is_file():
+                files[path.stem][path.parent.name] = sha(path.read_bytes())
         return {scene: (f.get("images"), f.get("labelTxt")) for scene, f in files.items()}
 
     def sync(self) -> None:
-        """The local inputs onto S3, through the direct endpoint (only what changed)."""
-        now = {p.relative_to(self.inputs).as_posix(): sha(p.read_bytes())
-               for p in self.inputs.rglob("*") if p.is_file()}
+        """The local inputs onto S3 (rendered as a map run's with --maps), through the direct
+        endpoint (only what changed)."""
+        source = self.inputs
+        if self.maps:
+            source = self.workdir / "map-inputs"
+            campaign_maps.render(self.inputs, source)
+        now = {p.relative_to(source).as_posix(): sha(p.read_bytes()) for p in source.rglob("*") if p.is_file()}
         for rel, digest in sorted(now.items()):
             if self.uploaded.get(rel) != digest:
-                self.fs.pipe_file(f"{self.root}/{rel}", (self.inputs / rel).read_bytes())
+                self.fs.pipe_file(f"{self.root}/{rel}", (source / rel).read_bytes())
         for rel in sorted(set(self.uploaded) - set(now)):
             self.fs.rm_file(f"{self.root}/{rel}")
         self.uploaded = now
@@ -175,8 +186,10 @@ class Campaign:
 
     def run(self, out: str, name: str, kill: Optional[tuple[str, float]] = None) -> Run:
         log = self.workdir / "logs" / f"{name}.log"
-        command = [str(RAY.parent / "samrs-ray"), "generate", *RUN_ARGS, "--images", f"s3://{self.root}/images",
-                   "--labels", f"s3://{self.root}/labelTxt", "--out", out, "--address", self.cluster.address]
+        images, labels = FOLDERS[self.maps]
+        command = [str(RAY.parent / "samrs-ray"), "generate", *RUN_ARGS, "--images", f"s3://{self.root}/{images}",
+                   "--labels", f"s3://{self.root}/{labels}", "--out", out, "--address", self.cluster.address]
+        command += ["--label-format", "vector"] if self.maps else []
         start = time.monotonic()
         with open(log, "w") as sink:
             process = subprocess.Popen(command, env=self.cluster.env, stdout=sink, stderr=subprocess.STDOUT,
@@ -224,7 +237,8 @@ class Campaign:
             changed = sorted(s for s in inputs if inputs[s] != self.invariant.snapshots[before].get(s))
             scene, times = rng.choice(changed if changed and not no_cache else sorted(inputs)), rng.randint(1, 60)
             times = rng.choice((None, None, times))  # s3fs and botocore try a GET 25 times; the job 3 times that
-            pattern = f"{self.root}/{rng.choice(('images/', 'labelTxt/'))}{scene}.*"
+            folder = rng.choice(("images/", "labelTxt/")) if not self.maps else "rasters/"  # not the one layer
+            pattern = f"{self.root}/{folder}{scene}.*"
             self.proxy.target("GET", pattern, "slow_down", times)
             report.plan += f" 503x{times or 'always'} {pattern.rsplit('/', 2)[-2]}/{scene}"
         what, moment = rng.choices(("driver", "worker", None), (0.25, 0.15, 0.6))[0], rng.random()
@@ -320,12 +334,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=8, help="scenes at the start")
     parser.add_argument("--workdir", help="where logs, inputs and S3 data go (default: a new /tmp folder)")
+    parser.add_argument("--maps", action="store_true", help="map runs: GeoTIFF scenes and a GeoJSON layer")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="samrs-campaign-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"campaign: {args.runs} runs, seed {args.seed}, in {workdir}", flush=True)
     started = time.monotonic()
-    with Campaign(workdir, args.seed, scenes=args.scenes) as campaign:
+    with Campaign(workdir, args.seed, scenes=args.scenes, maps=args.maps) as campaign:
         try:
             for index in range(args.runs):
                 began = time.monotonic()

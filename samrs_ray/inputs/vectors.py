@@ -4,8 +4,10 @@
 
 GeoJSON, GeoPackage and Shapefile are read with pyogrio (GDAL); GeoParquet with pyarrow and
 shapely (pyogrio's GDAL has no Parquet driver). A feature's id is what the layer calls it: the
-FID of a GeoPackage or Shapefile, the row number of a GeoJSON or GeoParquet file (0-based); it
-goes to the errors manifest's `line` and to the instances' `source_line`. Needs the `geo` extra.
+FID of a GeoPackage or Shapefile, a GeoJSON feature's integer `id`, else its row number (0-based;
+always for GeoParquet); it goes to the errors manifest's `line` and to the instances'
+`source_line`, and into its tiles' fingerprints. So with row numbers, a feature inserted or
+deleted renumbers the later ones and recomputes their tiles. Needs the `geo` extra.
 """
 
 from __future__ import annotations

@@ -59,6 +59,16 @@ def test_bad_features_are_issues_naming_the_layer_and_the_feature_id(tmp_path: P
     assert "LineString" in reasons[3] and "--class-field" in reasons[4]
 
 
+def test_a_geojson_features_integer_id_is_its_id_and_stays_when_a_feature_before_it_goes(tmp_path: Path) -> None:
+    layer = tmp_path / "ids.geojson"
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    features = [{"type": "Feature", "id": i, "properties": {"class": "plane"}, "geometry": square} for i in (7, 12, 30)]
+    layer.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    assert [f.fid for f in read_layer(str(layer), "class", {})[0]] == [7, 12, 30]
+    layer.write_text(json.dumps({"type": "FeatureCollection", "features": features[1:]}))
+    assert [f.fid for f in read_layer(str(layer), "class", {})[0]] == [12, 30]
+
+
 def test_a_layer_without_the_class_field_or_without_a_crs_is_one_issue(tmp_path: Path) -> None:
     import geopandas as gpd
 
