@@ -167,7 +167,8 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keep
     assert "4 processed, 0 unchanged" in capsys.readouterr().out  # a new version of the raster: every window
 
 
-def test_bad_rasters_are_error_rows_a_stretch_is_recorded_and_a_missing_band_is_exit_2(tmp_path: Path, local_ray, capsys) -> None:
+def test_bad_rasters_are_error_rows_a_stretch_is_recorded_and_a_missing_band_is_exit_2(
+        tmp_path: Path, local_ray, capsys) -> None:
     write_inputs(tmp_path)
     cut = write_raster(tmp_path / "rasters" / "cut.tif", 600, 600, seed=1).read_bytes()
     (tmp_path / "rasters" / "cut.tif").write_bytes(cut[: len(cut) // 4])
