@@ -73,7 +73,10 @@ class RunRecord:
     stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
+        # `stretch` only where a scene was stretched: the records of other runs still open in a
+        # samrs-ray from before the field
+        fields_ = {k: v for k, v in self.__dict__.items() if k != "stretch" or v}
+        return (json.dumps(fields_, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "RunRecord":

@@ -41,6 +41,7 @@ from samrs_ray.inputs.rasters import open_raster, tile_transform
 STATE_FOLDER = ".samrs-ray-geo"
 TILE_COLUMNS = ["tile_id", "source_uri", "x0", "y0", "width", "height", "fingerprint", "crs", "transform"]
 STRIP_ROWS = 2048  # label raster rows painted at a time: 80 MB of a 40,000 px wide scene
+GDAL_CACHE_MB = 256  # GDAL's block cache while the label COG is written
 INSTANCE_COLUMNS = ["tile_id", "instance_id", "class_id", "class_name", "prompt_type", "prompt_box", "mask_rle",
                     "predicted_iou", "source_uri", "source_line", "area"]
 
@@ -164,7 +165,8 @@ def label_cog(painted: list[tuple[int, int, int, np.ndarray]], width: int, heigh
                        tiled=True, blockxsize=512, blockysize=512, compress="deflate", transform=Affine(*transform))
         if crs:
             profile["crs"] = crs
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        # GDAL's block cache defaults to 5% of the machine's memory, more than the label raster
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):
             with rasterio.open(plain, "w", **profile) as dst:
                 for top in range(0, height, STRIP_ROWS):
                     strip = np.full((min(STRIP_ROWS, height - top), width), IGNORE_ID, np.uint8)

@@ -106,3 +106,4 @@ def test_a_record_with_fields_of_a_later_release_still_reads() -> None:
     newer = json.loads(record("r1", 3).to_json()) | {"lineage": {"from": "elsewhere"}}
     back = RunRecord.from_json(json.dumps(newer).encode())
     assert (back.run_id, back.version, back.stretch) == ("r1", 3, {})
+    assert "stretch" not in json.loads(record("r2", 4).to_json())  # none stretched: what older readers know
