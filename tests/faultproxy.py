@@ -46,6 +46,9 @@ from typing import Optional
 from tests.seaweed import Answer, CountingProxy, S3Server
 
 KINDS = ("internal_error", "slow_down", "reset_before", "reset_after", "slow")
+# storage options that cut botocore's own retries short (s3fs still retries a throttled GET
+# itself): for tests of the job's own tries, so a refusal costs seconds, not minutes
+NO_CLIENT_RETRIES = {"config_kwargs": {"retries": {"max_attempts": 1}}}
 ERRORS = {  # kind: (status, reason, S3 error code, message), as AWS words them
     "internal_error": (500, "Internal Server Error", "InternalError",
                        "We encountered an internal error. Please try again."),

@@ -15,7 +15,7 @@ import shapely  # noqa: E402
 
 from samrs_ray import cli  # noqa: E402
 from samrs_ray.dataset import manifest  # noqa: E402
-from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.faultproxy import NO_CLIENT_RETRIES, FaultProxy  # noqa: E402
 from tests.geodata import UTM33, box_in_lonlat, pixel_to_map, write_geojson, write_raster  # noqa: E402
 from tests.seaweed import CountingProxy, S3Server  # noqa: E402
 
@@ -146,8 +146,8 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keep
     s3.filesystem().pipe(f"{s3.bucket}/{prefix}/data/layers/boxes.geojson", json.dumps(edited).encode())
     proxy = FaultProxy(s3)
     proxy.target("GET", f"{s3.bucket}/{prefix}/data/rasters/field.tif", "slow_down")
-    with proxy as faulty:  # botocore's own retries cut short: the job's three tries are under test
-        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+    with proxy as faulty:  # the job's three tries are under test
+        options = {**faulty.storage_options, **NO_CLIENT_RETRIES}
         assert generate(data, out, tmp_path / "data" / "classes.txt", options) == 5
     assert "field: kept from version 2 (4 tiles): cannot read from the store:" in capsys.readouterr().out
     assert manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist() == committed
@@ -159,7 +159,7 @@ def test_on_s3_an_unchanged_night_reads_no_raster_byte_and_a_refused_raster_keep
     proxy = FaultProxy(s3)
     proxy.target("GET", f"{s3.bucket}/{prefix}/data/rasters/field.tif", "slow_down")
     with proxy as faulty:
-        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        options = {**faulty.storage_options, **NO_CLIENT_RETRIES}
         assert generate(data, out, tmp_path / "data" / "classes.txt", options) == 5
     assert "field: kept from version 3 (4 tiles): cannot read from the store:" in capsys.readouterr().out
     assert manifest.read_dataset(out, "tiles", s3.storage_options).to_pylist() == committed

@@ -12,7 +12,7 @@ pytest.importorskip("rasterio")
 from samrs_ray.dataset.storage import READ_ATTEMPTS  # noqa: E402
 from samrs_ray.errors import ConfigError, InputError, StoreError  # noqa: E402
 from samrs_ray.inputs.rasters import Stretch, open_raster, read_scene, read_window, tile_transform  # noqa: E402
-from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.faultproxy import NO_CLIENT_RETRIES, FaultProxy  # noqa: E402
 from tests.geodata import ORIGIN, PIXEL, UTM33, write_raster  # noqa: E402
 from tests.seaweed import S3Server  # noqa: E402
 
@@ -126,8 +126,7 @@ def test_a_store_that_refuses_a_rasters_reads_is_retried_then_a_store_error(s3: 
     s3.filesystem().put_file(str(path), uri.removeprefix("s3://"))
     proxy = FaultProxy(s3)
     with proxy as faulty:
-        # botocore's own retries cut short: the job's are under test
-        options = {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        options = {**faulty.storage_options, **NO_CLIENT_RETRIES}
         scene = read_scene(uri, options)
         with open_raster(uri, options) as src:
             proxy.target("GET", "*/raster-store-error/a.tif", "slow_down")
@@ -151,5 +150,5 @@ def test_a_store_that_refuses_to_say_a_rasters_size_is_a_store_error_not_a_bad_f
     proxy = FaultProxy(s3)
     proxy.target("HEAD", "*/raster-head-refused/a.tif", "internal_error")
     with proxy as faulty, pytest.raises(StoreError) as caught:
-        read_scene(uri, {**faulty.storage_options, "config_kwargs": {"retries": {"max_attempts": 1}}})
+        read_scene(uri, {**faulty.storage_options, **NO_CLIENT_RETRIES})
     assert caught.value.uri == uri and caught.value.attempts == READ_ATTEMPTS
