@@ -175,6 +175,7 @@ def collect_garbage(fs: fsspec.AbstractFileSystem, out: str, kept: list[RunRecor
     doomed: list[str] = []
     for folder in [*used, *temp_folders]:
         found = storage.list_modified(fs, folder)
+        found.pop(layout.DELTA_LOG, None)  # a table's Delta log, which publishing keeps
         doomed += [storage.join(folder, n) for n, modified in found.items()
                    if (n not in used[folder] if folder in used else storage.is_temp(n))
                    and (spare_after is None or modified < spare_after)]

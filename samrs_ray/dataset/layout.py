@@ -5,6 +5,7 @@
       color/<tile_id>.<key>.png     the same map as a palette PNG
       tiles/<tile_id>.<key>.png     the tile pixels, when tiles were cut from larger scenes
       manifest/<table>/<shard>.parquet   table: tiles | instances | errors
+      manifest/<table>/_delta_log/  each table as a Delta Lake table: one commit per version (delta.py)
       _versions/<version>.json      the commit log: one record per committed version (1, 2, ...)
       _run.json                     a copy of the latest version's record
       _active/<run_id>.json         runs at work now (a lease each run refreshes)
@@ -32,6 +33,7 @@ PngFolder = Literal["labels", "color", "tiles"]
 Table = Literal["tiles", "instances", "errors"]
 PNG_FOLDERS: tuple[PngFolder, ...] = ("labels", "color", "tiles")
 RUN_RECORD = "_run.json"
+DELTA_LOG = "_delta_log"  # Delta Lake's log folder in a table's folder
 PNG_KEY_DIGITS = 16
 
 
@@ -46,6 +48,10 @@ def png_path(out: str, folder: PngFolder, tile_id: str, key: str) -> str:
 
 def table_folder(out: str, table: Table) -> str:
     return storage.join(out, "manifest", table)
+
+
+def delta_log(out: str, table: Table) -> str:
+    return storage.join(out, "manifest", table, DELTA_LOG)
 
 
 def shard_path(out: str, table: Table, name: str) -> str:

@@ -83,14 +83,18 @@ def shard_name(rows: Iterable[tuple[str, ...]]) -> str:
     return digest.hexdigest()[:24]
 
 
-def table_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table, arrow_schema: bool = True) -> bytes:
+    """Parquet bytes. arrow_schema=False leaves Arrow's schema out of the file, so that a
+    fixed-size list reads as the plain Parquet list it is stored as: the shards are Delta Lake
+    data files (delta.py), and Delta, and so Polars reading Delta, knows no fixed-size list."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", store_schema=arrow_schema)
     return buffer.getvalue()
 
 
 def write_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
-    storage.write_atomic(fs, path, table_bytes(table))
+    """A shard (tiles, instances or errors) or other table file, written whole."""
+    storage.write_atomic(fs, path, table_bytes(table, arrow_schema=table.schema not in TABLES.values()))
 
 
 def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[str]] = None) -> pa.Table:
@@ -104,7 +108,13 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[
         if column not in present:
             types = [schema.field(column).type for schema in TABLES.values() if column in schema.names]
             table = table.append_column(column, pa.nulls(table.num_rows, types[0] if types else pa.string()))
-    return table.select(columns) if columns else table
+    table = table.select(columns) if columns else table
+    # a shard stores fixed-size lists as plain lists (table_bytes): give them their declared type back
+    declared = {f.name: f.type for schema in TABLES.values() for f in schema if pa.types.is_fixed_size_list(f.type)}
+    for i, f in enumerate(table.schema):
+        if f.name in declared and pa.types.is_list(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(declared[f.name]))
+    return table
 
 
 def write_shard(fs: fsspec.AbstractFileSystem, out: str, tiles: pa.Table, instances: pa.Table) -> str:

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import fsspec
 
@@ -71,6 +71,8 @@ class RunRecord:
     # {scene: {'bands', 'dtype', 'stretch', 'low', 'high'}} for a map run's raster scenes stretched
     # to 8 bits (16-bit or float data): the values computed once per scene, per chosen band
     stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {table: Delta version} of this version's tables (dataset/delta.py); {} before samrs-ray 0.4
+    tables: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         # `stretch` only where a scene was stretched: the records of other runs still open in a
@@ -137,9 +139,11 @@ def find(fs: fsspec.AbstractFileSystem, out: str, version: Version, keep: Option
     raise FileNotFoundError(f"{out}: no version {version!r}; `samrs-ray runs` lists the versions")
 
 
-def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
+def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord,
+           publish: Optional[Callable[[], None]] = None) -> None:
     """Publish `record` as version record.version: create its log entry, which fails if another
-    run has committed that version since this run started; then refresh `_run.json`.
+    run has committed that version since this run started; then `publish()` (the Delta tables);
+    then refresh `_run.json`, so that `_run.json` names only versions whose tables are published.
 
     Everything the record lists must already be written."""
     data = record.to_json()
@@ -156,6 +160,8 @@ def commit(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord) -> None:
                 "Nothing of this run was committed, and nothing of the other run's was touched. Rerun: "
                 "the tiles this run finished are on storage and will be reused.")
     crash_point("in-commit")
+    if publish is not None:
+        publish()
     try:
         storage.write_atomic(fs, layout.run_record(out), data)
     except OSError as error:  # committed already (the log is the truth); the next commit refreshes it

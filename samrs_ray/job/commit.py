@@ -2,7 +2,8 @@
 and the clean-up. Ray-free: it works on the rows the graph returned.
 
     rows -> Outcome (tiles, scenes, errors) -> shard selection -> errors shard -> RunRecord
-      -> versions.commit (fails if another run committed first) -> incremental.collect_garbage
+      -> versions.commit (fails if another run committed first; then the Delta tables: delta.publish)
+      -> incremental.collect_garbage
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any, Optional
 
 import fsspec
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 
 from samrs_ray.config import JobConfig
-from samrs_ray.dataset import incremental, layout, manifest, storage, versions
+from samrs_ray.dataset import delta, incremental, layout, manifest, storage, versions
 from samrs_ray.dataset.versions import RunRecord
 from samrs_ray.encoding.tile import tile_uris
 from samrs_ray.inputs.annotation import InputIssue
@@ -100,16 +102,34 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         changes={"processed": processed[:100], "removed": removed[:100]},
         cluster=cluster, version=(committed.version if committed else 0) + 1,
         parent=committed.run_id if committed else "", partial=partial, stretch=stretch,
+        tables=delta.next_pins(committed),
     )
     check_present(fs, out, shards, index)
     crash_point("before-commit")
-    versions.commit(fs, out, record)
+    versions.commit(fs, out, record, publish=lambda: publish_tables(fs, out, record, config, index))
     try:
         kept = versions.retained(versions.history(fs, out), config.keep_versions)
         incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, run_id))
     except OSError as error:  # committed already; what is left over, the next run's clean-up removes
         log.warning("%s: version %d committed, but clean-up stopped: %s", out, record.version, error)
     return record
+
+
+def publish_tables(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord, config: JobConfig,
+                   index: incremental.ShardIndex) -> None:
+    """The committed version's Delta commits (delta.publish), with the row counts the index knows.
+    A store that fails here leaves the version committed: the next run publishes it."""
+    rows: dict[str, int] = {}
+    for name in record.shards:
+        rows[layout.shard_path(out, "tiles", name)] = len(index.tiles.get(name, {}))
+        rows[layout.shard_path(out, "instances", name)] = sum(index.instances.get(name, {}).values())
+    if record.errors:
+        rows[layout.shard_path(out, "errors", record.errors[0])] = record.counts["errors"]
+    try:
+        delta.publish(fs, out, record, config.storage_options, rows)
+    except (OSError, DeltaError, RuntimeError) as error:
+        log.warning("%s: version %d committed, but its Delta tables were not published (%s); the next run "
+                    "publishes them", out, record.version, error)
 
 
 def index_new_shards(fs: fsspec.AbstractFileSystem, out: str, index: incremental.ShardIndex, outcome: Outcome,

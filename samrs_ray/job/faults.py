@@ -9,7 +9,8 @@ Steps, in the order a run reaches them:
     encode          an encode task has written its first tile's PNGs
     shard           a shard task has written its first shard pair
     before-commit   every shard and the errors shard written, the version record not yet created
-    in-commit       `_versions/<N>.json` created, `_run.json` not yet replaced
+    in-commit       `_versions/<N>.json` created, its Delta tables not yet published
+    in-publish      the first table's Delta commit made (instances), the others not yet
     in-clean-up     the first unused file deleted, the others not yet
 """
 
@@ -21,7 +22,8 @@ from typing import Literal
 
 CRASH_AT_ENV = "SAMRS_RAY_CRASH_AT"
 CRASH_GROUP_ENV = "SAMRS_RAY_CRASH_GROUP"  # set by arm(): Ray workers run in process groups of their own
-Step = Literal["plan", "infer", "encode", "shard", "before-commit", "in-commit", "in-clean-up"]
+Step = Literal["plan", "infer", "encode", "shard", "before-commit", "in-commit", "in-publish",
+               "in-clean-up"]
 
 
 def arm() -> None:
