@@ -51,11 +51,12 @@ def synthetic_scenes(folder: Path, count: int, size: int = 128, objects: int = 3
 
 
 def file_digests(out: Path, skip: tuple[str, ...] = ("_run.json", "_versions", "_active", "_cache")) -> dict[str, str]:
-    """sha256 of every file under out, by relative path (the run records and the scene cache left out)."""
+    """sha256 of every file under out, by relative path (the run records, the tables' Delta logs,
+    which gain a commit per version as `_versions/` does, and the scene cache left out)."""
     digests = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()
-        if path.is_file() and not rel.startswith(skip):
+        if path.is_file() and not rel.startswith(skip) and f"/{layout.DELTA_LOG}/" not in rel:
             digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
@@ -70,6 +71,35 @@ def dataset_rows(out: str, table: str, storage_options: Optional[dict] = None, d
         for key in drop:
             row.pop(key, None)
     return sorted(rows, key=lambda r: (r["tile_id"], r.get("instance_id", -1)))
+
+
+def delta_agrees(out: str, storage_options: Optional[dict] = None) -> None:
+    """The Delta tables, read as a user with nothing of samrs-ray would (deltalake's reader at the
+    pins of `_run.json`), hold the rows of the committed version, no tile twice."""
+    import json
+
+    from deltalake import DeltaTable
+
+    from samrs_ray.dataset import delta, storage, versions
+
+    fs, root = storage.open_fs(out, storage_options)
+    record = versions.latest(fs, root)
+    pins = json.loads(fs.cat_file(layout.run_record(root)))["tables"]
+    assert pins == record.tables, "_run.json does not name the committed version's tables"
+    options = delta.object_store_options(None if storage.is_local(fs) else storage_options)
+    for table in ("tiles", "instances", "errors"):
+        theirs = DeltaTable(delta.table_uri(fs, root, table), version=pins[table], storage_options=options)
+        theirs = theirs.to_pyarrow_table()
+        ours = manifest.read_dataset(out, table, storage_options)
+        key = ["source_uri", "line"] if table == "errors" else ["tile_id", *(["instance_id"] if table == "instances" else [])]
+        assert keys(theirs, key) == keys(ours, key), f"the Delta table {table} is not the committed version's"
+    tiles = DeltaTable(delta.table_uri(fs, root, "tiles"), version=pins["tiles"], storage_options=options)
+    ids = tiles.to_pyarrow_table(columns=["tile_id"])["tile_id"].to_pylist()
+    assert len(ids) == len(set(ids)), "a tile appears twice in the Delta table"
+
+
+def keys(table: pa.Table, columns: list[str]) -> list[str]:
+    return sorted(repr(tuple(row.values())) for row in table.select(columns).to_pylist())
 
 
 def local_path(uri: str) -> Path:

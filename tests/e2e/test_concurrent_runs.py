@@ -20,7 +20,7 @@ from samrs_ray.dataset import layout, manifest, storage, versions
 from samrs_ray.errors import ConcurrentRunError
 from samrs_ray.job import generate
 from tests import REPO
-from tests.datasets import config, dataset_rows, synthetic_scenes
+from tests.datasets import config, dataset_rows, delta_agrees, synthetic_scenes
 
 pytestmark = pytest.mark.slow
 URIS = ("label_uri", "color_uri", "image_uri")
@@ -87,6 +87,7 @@ def committed_and_whole(out: str, storage_options: Optional[dict]) -> tuple[vers
     referenced += [fs._strip_protocol(t[c]) for t in tiles for c in URIS if t[c]]
     missing = [path for path in referenced if not fs.exists(path)]
     assert not missing, f"the committed version references missing files: {missing[:5]}"
+    delta_agrees(out, storage_options)  # the loser published nothing to the Delta tables
     return record, set(ids)
 
 
@@ -100,11 +101,11 @@ def test_the_second_commit_fails_and_the_first_stays_whole(place: Place, tmp_pat
     # nothing to compute, S00000 removed) runs from start to commit.
     real_commit, runs = versions.commit, {}
 
-    def b_commits_first(fs, root, record):
+    def b_commits_first(fs, root, record, **kwargs):
         if "b" not in runs:
             runs["b"] = None
             runs["b"] = place.run(place.only_s1)
-        return real_commit(fs, root, record)
+        return real_commit(fs, root, record, **kwargs)
 
     monkeypatch.setattr(versions, "commit", b_commits_first)
     with pytest.raises(ConcurrentRunError) as lost:

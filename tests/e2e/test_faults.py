@@ -30,11 +30,11 @@ from samrs_ray.job import driver, generate
 from samrs_ray.job.faults import CRASH_AT_ENV
 from samrs_ray.masks.checkpoint import build_tiny_sam
 from tests import REPO
-from tests.datasets import config, dataset_rows, local_path, synthetic_scenes
+from tests.datasets import config, dataset_rows, delta_agrees, local_path, synthetic_scenes
 from tests.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.slow
-STEPS = ["plan", "infer", "encode", "shard", "before-commit", "in-commit", "in-clean-up"]
+STEPS = ["plan", "infer", "encode", "shard", "before-commit", "in-commit", "in-publish", "in-clean-up"]
 URIS = ("label_uri", "color_uri", "image_uri")
 
 
@@ -70,6 +70,7 @@ def content(out: Path) -> tuple[list, list, dict[str, bytes]]:
     ids = [t["tile_id"] for t in tiles]
     assert len(ids) == len(set(ids)), "a tile appears twice"
     labels = {t["tile_id"]: local_path(t["label_uri"]).read_bytes() for t in tiles}
+    delta_agrees(str(out))
     drop = ("created_at", *URIS)
     return dataset_rows(str(out), "tiles", drop=drop), dataset_rows(str(out), "instances"), labels
 
@@ -101,7 +102,7 @@ def test_a_run_killed_at_each_step_leaves_a_whole_version_and_the_rerun_converge
     assert killed.returncode == -9, f"the run was not killed at {step}: {killed.stderr[-2000:]}"
     fs, root = storage.open_fs(str(out))
     committed = versions.latest(fs, root)
-    if step in ("in-commit", "in-clean-up"):  # killed after the new version's record was created
+    if step in ("in-commit", "in-publish", "in-clean-up"):  # killed after the new version's record was created
         assert committed.version == 2
         version_files(out)  # every file it uses is there
     else:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -21,7 +22,7 @@ from samrs_ray.inputs.formats import read_labels
 from samrs_ray.inputs.presets import IGNORE_ID, PRESETS
 from samrs_ray.job import generate
 from samrs_ray.planning.tiling import objects_in_window, plan_windows, tile_id
-from tests.datasets import config, dataset_rows, file_digests, local_path, synthetic_scenes, write_scene
+from tests.datasets import config, dataset_rows, delta_agrees, file_digests, local_path, synthetic_scenes, write_scene
 
 pytestmark = pytest.mark.slow
 SOTA = PRESETS["sota"]
@@ -213,6 +214,7 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     added = sorted(k for k in after.keys() - before.keys() if not k.startswith("manifest/"))
     assert [k.split(".")[0] for k in added] == ["color/S00002", "labels/S00002"]
     assert sum(1 for r in dataset_rows(str(out), "instances") if r["tile_id"] == "S00002") == 2
+    delta_agrees(str(out))
 
     # one scene deleted: its rows and files leave the dataset
     (data / "images" / "S00003.png").unlink()
@@ -222,6 +224,10 @@ def test_reruns_are_incremental(tmp_path: Path, local_ray, capsys) -> None:
     assert "S00003" not in {r["tile_id"] for r in dataset_rows(str(out), "tiles")}
     assert list(out.glob("labels/S00003.*.png"))  # the previous version, still readable, uses it
     assert "S00003" in {r["tile_id"] for r in dataset_rows(str(out), "tiles", version=third.run_id)}
+    delta_agrees(str(out))
+    # Polars reads the version before at its pins: the scene is there
+    previous = pl.read_delta(str(out / "manifest" / "tiles"), version=third.tables["tiles"])
+    assert "S00003" in previous["tile_id"].to_list() and previous.height == 6
     for version, images in ((None, 5), (third.run_id, 6), ("3", 6)):  # export-coco reads any kept version
         dest = tmp_path / f"coco-{version}.json"
         assert main(["export-coco", "--out", str(out), "--dest", str(dest)] + (["--version", version] if version else [])) == 0

@@ -1,5 +1,6 @@
 """A dataset written in layout v1 (`labels/<tile_id>.png`, `_runs/`, `_run.json` only, no
-splits) is upgraded by the next run without recomputing a mask, and stays readable as a version."""
+splits), or in layout v2 before its tables were Delta tables, is upgraded by the next run
+without recomputing a mask, and stays readable as a version."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from samrs_ray.dataset import layout, manifest, storage, versions
 from samrs_ray.job import generate
-from tests.datasets import config, dataset_rows, file_digests, local_path
+from tests.datasets import config, dataset_rows, delta_agrees, file_digests, local_path
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,9 @@ def downgrade_to_v1(out: Path) -> None:
             table = table.set_column(table.schema.get_field_index(column), column, pa.array(renamed))
         manifest.write_table(fs, path, table.drop_columns(["split"]))  # v1 had no splits
     data = record.__dict__ | {"shards": v1_shards}
-    del data["version"], data["parent"]
+    del data["version"], data["parent"], data["tables"]
+    for table in ("tiles", "instances", "errors"):  # v1 had no Delta log
+        shutil.rmtree(layout.delta_log(root, table))
     (out / "_runs").mkdir()
     (out / "_runs" / f"{record.run_id}.json").write_text(json.dumps(data))
     (out / "_run.json").write_text(json.dumps(data))
@@ -69,3 +72,25 @@ def test_a_v1_dataset_is_upgraded_without_recomputing(realsamples: Path, tmp_pat
     fs, root = storage.open_fs(str(out))
     assert [(r.run_id, r.version) for r in versions.history(fs, root)][1:] == [(upgraded.run_id, 1)]
     assert dataset_rows(str(out), "tiles", version=versions.history(fs, root)[0].run_id) == v1_rows
+
+
+def test_a_dataset_without_delta_tables_gets_them_from_the_next_run(realsamples: Path, tmp_path: Path,
+                                                                     local_ray) -> None:
+    dota = realsamples / "dota"
+    out = tmp_path / "out"
+    run = lambda: generate(config(dota / "images", dota / "labelTxt", out), say=lambda _: None)  # noqa: E731
+    first = run()
+    # as samrs-ray wrote it before the Delta tables: no log, no pins in the records
+    for table in ("tiles", "instances", "errors"):
+        shutil.rmtree(out / "manifest" / table / layout.DELTA_LOG)
+    for path in [out / "_run.json", *(out / "_versions").iterdir()]:
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "tables"}))
+    pngs = {k: v for k, v in file_digests(out).items() if k.endswith(".png")}
+    old_rows = dataset_rows(str(out), "tiles")
+
+    upgraded = run()
+    assert (upgraded.version, upgraded.counts["processed"], upgraded.counts["skipped"]) == (2, 0, 3)
+    assert upgraded.tables == {"tiles": 0, "instances": 0, "errors": 0}
+    delta_agrees(str(out))
+    assert {k: v for k, v in file_digests(out).items() if k.endswith(".png")} == pngs  # no mask recomputed
+    assert dataset_rows(str(out), "tiles", version=first.run_id) == old_rows  # the old version, still readable
