@@ -259,6 +259,7 @@ class Campaign:
         report.failures += self.after_run(clean, middle, inputs, "fault-free")
         report.failures += self.converged(clean)
         report.failures += [self.fail(*f) for f in self.invariant.leftovers(since, clean.run_id)]
+        report.failures += [self.fail(*f) for f in self.invariant.unpublished()]
         report.runs = [f"faulty exit {faulty.code} in {faulty.seconds:.1f} s",
                        f"fault-free exit {clean.code} in {clean.seconds:.1f} s"]
         for failure in report.failures:
@@ -298,6 +299,7 @@ class Campaign:
                   f"runs that lost a committed tile (0)     {self.counts['lost']:>6}",
                   f"exit codes that contradict the store    {self.counts['dishonest']:>6}",
                   f"convergence failures                    {self.counts['diverged']:>6}",
+                  f"fault-free runs left unpublished (0)    {self.counts['delta']:>6}",
                   f"temp files left                         {len(self.invariant.left):>6}"]
         return "\n".join(lines)
 

@@ -3,6 +3,8 @@ never through the fault proxy:
 
     whole      every file a retained version lists (its record, shards, errors shards, the PNGs
                its tiles use) exists, with the bytes it had when first seen committed
+    delta      a retained version that its Delta tables have published is, at its pins, exactly
+               the shards its record lists; after a fault-free run the latest version is published
     no twice   no tile twice in a version
     no loss    a committed tile of a scene whose files did not change is in the next version (the
                scenes of a partial version, exit 5, count with the files their kept tiles came from)
@@ -30,7 +32,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samrs_ray.dataset import layout
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from samrs_ray.dataset import delta, layout
 from samrs_ray.dataset.versions import CLOCK_SLACK_S
 
 COMMITTED, NOT_COMMITTED = (0, 1, 5), (2, 3, 4)  # exit codes that say the run did / did not commit
@@ -109,8 +114,37 @@ class Invariant:
             self.read(uri.removeprefix("s3://"), files, problems)  # not the scene itself (an uncut tile's image)
         twice = [t for t, n in Counter(t["tile_id"] for t in tiles).items() if n > 1]
         problems += [f"tiles twice: {twice[:5]}"] if twice else []
+        problems += self.delta_problems(version, require=False)
         self.tiles[version] = {t["tile_id"]: (t["fingerprint"], Path(t["source_uri"]).stem) for t in tiles}
         return problems, files
+
+    def delta_problems(self, version: int, require: bool) -> list[str]:
+        """The version's Delta tables at its pins hold exactly its shards (once published;
+        `require`: it must be published by now)."""
+        record, problems = self.records[version], []
+        options = delta.object_store_options(self.fs.storage_options)
+        for table, pin in record.get("tables", {}).items():
+            uri = f"s3://{layout.table_folder(self.out, table)}"
+            try:
+                done = DeltaTable(uri, storage_options=options).transaction_version(delta.APP_ID)
+            except TableNotFoundError:
+                done = None
+            if done is None or done < version:
+                problems += [f"{table}: not published to Delta"] if require else []
+                continue
+            names = record["errors"] if table == "errors" else record["shards"]
+            want = {f"{uri}/{layout.shard_file(n)}" for n in names}
+            got = set(DeltaTable(uri, version=pin, storage_options=options).file_uris())
+            if got != want:
+                problems.append(f"{table}: Delta version {pin} holds {len(got - want)} files too many, "
+                                f"lacks {len(want - got)}")
+        return problems
+
+    def unpublished(self) -> list[Failure]:
+        """After a fault-free run: its version's Delta tables are published, at its pins."""
+        latest = self.latest()
+        problems = self.delta_problems(latest, require=True) if latest is not None else []
+        return [("delta", f"version {latest}: {p}") for p in problems]
 
     def read(self, path: str, files: dict[str, str], problems: list[str]) -> Optional[bytes]:
         try:
@@ -139,6 +173,8 @@ class Invariant:
                 if lease["run_id"] == run_id or since - float(lease["refreshed_at"]) >= self.lease_expiry_s]
         for path, info in found.items():
             rel, name = path[len(self.out) + 1:], path.rsplit("/", 1)[-1]
+            if f"/{layout.DELTA_LOG}/" in path:
+                continue  # Delta's log: its commits and checkpoints are the tables' history
             if name.startswith(".") and name.endswith(".tmp"):
                 left.append(path)
             elif rel.split("/")[0] in ("manifest", *layout.PNG_FOLDERS) and path not in self.used:
