@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any, Optional
 
@@ -73,7 +74,8 @@ def object_store_options(storage_options: Optional[dict[str, Any]]) -> dict[str,
         "AWS_REGION": kwargs.get("region_name") or config.get("region_name"),
     }
     result = {key: str(value) for key, value in found.items() if value}
-    if result.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+    endpoint = result.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if (endpoint or "").startswith("http://"):  # object_store refuses plain HTTP unless told
         result["AWS_ALLOW_HTTP"] = "true"
     return {**result, "conditional_put": "etag"}
 
@@ -85,7 +87,7 @@ def table_uri(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table) -> s
 
 def next_pins(committed: Optional[RunRecord]) -> dict[str, int]:
     """The Delta versions the version after `committed` will have: its pins + 1, or 0 (a new
-    table) after a version that has none (before the first commit, or a dataset of samrs-ray < 0.4)."""
+    table) after a version that has none (before the first commit, or one written before the Delta tables)."""
     if committed is None or not committed.tables:
         return {table: 0 for table in TABLES}
     return {table: committed.tables[table] + 1 for table in TABLES}

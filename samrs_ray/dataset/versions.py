@@ -71,7 +71,7 @@ class RunRecord:
     # {scene: {'bands', 'dtype', 'stretch', 'low', 'high'}} for a map run's raster scenes stretched
     # to 8 bits (16-bit or float data): the values computed once per scene, per chosen band
     stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # {table: Delta version} of this version's tables (dataset/delta.py); {} before samrs-ray 0.4
+    # {table: Delta version} of this version's tables (dataset/delta.py); {} in records written before them
     tables: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:

@@ -144,13 +144,17 @@ def test_a_shard_file_is_a_plain_parquet_list_and_reads_back_as_declared(tmp_pat
         manifest.INSTANCES.field("prompt_box").type
 
 
-def test_object_store_options_follow_fsspec_options() -> None:
+def test_object_store_options_follow_fsspec_options(monkeypatch) -> None:
     options = delta.object_store_options({"key": "k", "secret": "s", "endpoint_url": "http://127.0.0.1:9000",
                                           "client_kwargs": {"region_name": "eu-west-1"}})
     assert options == {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
                        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
                        "AWS_ALLOW_HTTP": "true", "conditional_put": "etag"}
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     assert delta.object_store_options(None) == {"conditional_put": "etag"}  # the AWS_* environment then
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")  # a plain-HTTP endpoint from the environment
+    assert delta.object_store_options(None) == {"AWS_ALLOW_HTTP": "true", "conditional_put": "etag"}
 
 
 @pytest.mark.slow

@@ -77,3 +77,20 @@ def test_ray_job_submit_block_works_as_written(tmp_path: Path) -> None:
     assert "relative-exit=1" in output
     assert "--out out/relative: a relative path inside a Ray job" in output
     assert not list(repo.rglob("relative"))  # nothing written anywhere for the refused run
+
+
+def test_the_other_engines_block_reads_the_committed_version(sota_box_run, tmp_path: Path) -> None:
+    """The README's Delta Lake block, as written, in a folder where the quick start's `out/sota` is."""
+    out, record = sota_box_run
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Reading it with your own engines"):]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sota").symlink_to(out)
+    check = 'print(json.dumps([len(instances), arrow.count_rows(), tiles.count()]))'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    ran = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", block + check], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    counts = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert counts == [record.counts["instances"], record.counts["tiles"], record.counts["tiles"]]
