@@ -65,18 +65,23 @@ def record(version: int, shards: list[str], committed) -> RunRecord:
                      errors=[], changes={}, version=version, tables=delta.next_pins(committed))
 
 
+def rows_of(out: str, shards: list[str]) -> dict[str, int]:
+    """The row counts the job passes (from its shard index): one tile, one instance a shard here."""
+    return {layout.shard_path(out, table, name): 1 for name in shards for table in ("tiles", "instances")}
+
+
 def publishing(fs, out: str, count: int, options) -> dict[str, float]:
     shards = [write_shard(fs, out, {f"t{i:06d}": "1"}) for i in range(count)]
     first = record(1, shards, None)
     versions.commit(fs, out, first)
     started = time.perf_counter()
-    delta.publish(fs, out, first, options)
+    delta.publish(fs, out, first, options, rows_of(out, shards))
     first_s = time.perf_counter() - started
     changed = [write_shard(fs, out, {f"t{i:06d}": "2"}) for i in range(10)]
     second = record(2, changed + shards[10:], first)
     versions.commit(fs, out, second)
     started = time.perf_counter()
-    delta.publish(fs, out, second, options)
+    delta.publish(fs, out, second, options, rows_of(out, changed))
     second_s = time.perf_counter() - started
     log = layout.delta_log(out, "tiles")
     commit_bytes = fs.info(f"{log}/{second.tables['tiles']:020d}.json")["size"]
@@ -91,7 +96,7 @@ def readers(out: str) -> dict[str, int]:
     uri = f"{out}/manifest/tiles"
     arrow = DeltaTable(uri).to_pyarrow_dataset()
     found = {"polars": pl.read_delta(uri).height, "deltalake/pyarrow": DeltaTable(uri).to_pyarrow_table().num_rows,
-             "duckdb (Arrow dataset)": duckdb.sql("select count(*) from arrow").fetchone()[0]}
+             "duckdb (Arrow dataset)": duckdb.sql("select count(*) from arrow").fetchall()[0][0]}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         found["ray.data.read_delta"] = ray.data.read_delta(uri).count()

@@ -155,14 +155,16 @@ def _adds(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, files: l
     """Delta add actions for shard files of a table folder, with their sizes and row counts
     (`numRecords`, which engines use to count without reading)."""
     folder = layout.table_folder(out, table)
+    # one listing rather than a HEAD a file when there are many (a dataset's first publication)
+    sizes = {n: info["size"] for n, info in storage.list_details(fs, folder).items()} if len(files) > 100 else {}
     actions = []
     for name in files:
         path = storage.join(folder, name)
-        info = fs.info(path)
+        size = sizes[name] if name in sizes else fs.info(path)["size"]
         count = rows.get(path)
         if count is None:
             with fs.open(path, "rb") as f:
                 count = pq.ParquetFile(f).metadata.num_rows
-        actions.append(AddAction(name, int(info["size"]), {}, int(time.time() * 1000), True,
+        actions.append(AddAction(name, int(size), {}, int(time.time() * 1000), True,
                                  json.dumps({"numRecords": count})))
     return actions

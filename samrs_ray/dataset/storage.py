@@ -162,14 +162,19 @@ def create_new(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
         raise
 
 
-def list_modified(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, float]:
-    """{file name: modification time (POSIX seconds, as the store reports it)} of a folder."""
+def list_details(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, dict[str, Any]]:
+    """{name: what the store says of it (fsspec's detail: size, ...)} of a folder's entries."""
     try:
         entries = fs.ls(folder, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
+    return {os.path.basename(entry["name"].rstrip("/")): entry for entry in entries}
+
+
+def list_modified(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, float]:
+    """{file name: modification time (POSIX seconds, as the store reports it)} of a folder."""
     found = {}
-    for entry in entries:
+    for entry in list_details(fs, folder).values():
         stamp = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
         if isinstance(stamp, str):  # gcsfs: ISO 8601
             stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
