@@ -25,6 +25,7 @@ RECIPE_VERSION = 1
 # How long a run that asks for GPUs waits for the first GPU node (KubeRay: pod scheduling, image
 # pull, raylet start) before it fails and says how to run without GPUs.
 DEFAULT_GPU_WAIT_S = 900.0
+DEFAULT_RAY_TIMEOUT_S = 60.0  # how long --address may take to answer before the run is an outage (exit 4)
 
 
 def default_cache_dir() -> str:
@@ -74,6 +75,7 @@ class JobConfig:
     compile: bool = False  # torch.compile in each actor: minutes to compile, then faster (bench/RESULTS.md)
     # Ray
     address: Optional[str] = None  # None: start a local Ray
+    ray_timeout_s: float = DEFAULT_RAY_TIMEOUT_S
     num_actors: Optional[int] = None  # None: with GPUs, a pool that grows with the GPUs; else 1
     shard_tiles: int = 1000  # tiles per Parquet shard
     keep_versions: int = 2  # committed versions whose files clean-up keeps readable
@@ -102,6 +104,8 @@ class JobConfig:
             raise ConfigError("--gpus-per-actor must be 0 (CPU only) or more")
         if self.gpu_wait_s <= 0:
             raise ConfigError("--gpu-wait must be a positive number of seconds")
+        if self.ray_timeout_s <= 0:
+            raise ConfigError("--ray-timeout must be a positive number of seconds")
         if self.bands is not None and (not 1 <= len(self.bands) <= 3 or min(self.bands) < 1):
             raise ConfigError("--bands takes 1 to 3 band numbers, counted from 1 (e.g. 4,3,2)")
         if self.stretch is not None:

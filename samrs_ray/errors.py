@@ -9,8 +9,9 @@ that does not answer an OSError), so code that knows nothing of samrs-ray still 
     2  ConfigError, CheckpointError: the configuration is wrong; the message says what to change
     3  ConcurrentRunError: another run on the same --out committed first; nothing of this run was
        committed: rerun
-    4  RunFailed, StoreError: the run stopped before its commit (storage full or away, cluster
-       lost); the committed version is untouched: fix that and rerun
+    4  RunFailed, StoreError: an outage; the run stopped before its commit (storage full, a store
+       or a Ray address that does not answer, a cluster lost); the committed version is untouched:
+       rerun once it is back
     5  the run committed, but partially (PARTIAL): the store did not give some scenes' files
        (after retries), so their committed tiles were kept as they were; the summary and
        _run.json's 'partial' name them, and the next run reads them again

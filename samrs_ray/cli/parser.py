@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="committed versions kept readable; clean-up deletes files only older ones use")
     gen.add_argument("--cache-dir", help="where each node caches remote checkpoints (default: ~/.cache/samrs-ray)")
     gen.add_argument("--address", help="Ray address (default: start a local Ray; 'auto' joins a running one)")
+    gen.add_argument("--ray-timeout", type=float, default=DEFAULTS["ray_timeout_s"], metavar="SECONDS",
+                     help="how long the Ray cluster at --address may take to answer; then exit 4, an outage")
     add_storage(gen)
 
     runs = commands.add_parser("runs", help="list the committed runs of a dataset")
@@ -270,6 +272,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     fields = {f.name for f in dataclasses.fields(JobConfig)}
     given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
     given.update(preset=make_preset(args), write_color=not args.no_color, gpu_wait_s=args.gpu_wait,
+                 ray_timeout_s=args.ray_timeout,
                  split_lists=split_lists(args.split_list))
     return JobConfig(**given)
 

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import random
+import socket
+import ssl
 import time
 import uuid
 from datetime import datetime
@@ -39,6 +41,39 @@ def version_of(info: dict[str, Any]) -> str:
     """A file's version as the store reports it (an fsspec `info` or `find(detail=True)` entry):
     one string that changes when the file is replaced, so its bytes need not be read to tell."""
     return json.dumps({field: str(info[field]) for field in VERSION_FIELDS if field in info}, sort_keys=True)
+
+
+# What the S3 and HTTP clients raise when no answer came at all: the store is away (an outage,
+# exit 4), which says nothing about the configuration (exit 2).
+UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ProxyConnectionError",
+               "SSLError", "ClientConnectorError", "ClientConnectorSSLError", "ServerDisconnectedError",
+               "ServerTimeoutError", "ConnectionError")
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The store gave no answer: connection refused, a name that does not resolve, a failed TLS
+    handshake, a timeout. A bucket that does not exist or refused credentials are answers."""
+    seen: set[int] = set()
+    link: Optional[BaseException] = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (ConnectionError, socket.gaierror, ssl.SSLError, TimeoutError)) \
+                or type(link).__name__ in UNREACHABLE:
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def endpoint_of(uri: str, storage_options: Optional[dict[str, Any]] = None) -> str:
+    """Where a URI's store answers, for messages: the S3 endpoint given or in the environment, else
+    the URI's scheme ('s3 (AWS)')."""
+    options = storage_options or {}
+    given = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme in ("s3", "s3a"):
+        given = given or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return given or "s3 (AWS)"
+    return given or scheme
 
 
 def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> bytes:

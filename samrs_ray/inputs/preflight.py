@@ -21,7 +21,7 @@ import fsspec
 
 from samrs_ray.config import JobConfig
 from samrs_ray.dataset import storage
-from samrs_ray.errors import ConfigError, InputError, StoreError
+from samrs_ray.errors import ConfigError, InputError, RunFailed, StoreError
 from samrs_ray.inputs.annotation import InputIssue, Stage
 from samrs_ray.inputs.formats import LABEL_FORMATS
 from samrs_ray.inputs.listing import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
@@ -95,7 +95,15 @@ def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfi
     except StoreError:  # not the configuration's fault: exit 4, rerun once the store is back
         raise
     except Exception as error:
+        if storage.is_unreachable(error):
+            raise unreachable(flag, uri, config, error) from error
         raise ConfigError(f"{flag} {uri}: cannot list it: {type(error).__name__}: {error}") from error
+
+
+def unreachable(flag: str, uri: str, config: JobConfig, error: BaseException) -> RunFailed:
+    """An outage before the run: exit 4 naming the endpoint, not a configuration error."""
+    return RunFailed(f"{flag} {uri}: the store at {storage.endpoint_of(uri, config.storage_options)} does not "
+                     f"answer ({type(error).__name__}: {error}). Nothing was written; rerun once it is up.")
 
 
 def nearest_name(uri: str, config: JobConfig) -> str:
@@ -149,6 +157,8 @@ def check_writable(config: JobConfig) -> None:
         storage.write_atomic(fs, probe, b"")
         fs.rm_file(probe)
     except Exception as error:
+        if storage.is_unreachable(error):
+            raise unreachable("--out", config.out, config, error) from error
         raise ConfigError(f"cannot write to --out {config.out}: {type(error).__name__}: {error}") from error
     finally:
         if created:

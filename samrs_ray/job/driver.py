@@ -48,7 +48,7 @@ def generate(config: JobConfig, say: Callable[[str], None] = print) -> RunRecord
     checksum = model_checksum(config)
     faults.arm()
     try:
-        started_ray = connect(config.address)
+        started_ray = connect(config.address, config.ray_timeout_s)
     except Exception as error:  # a cluster gone or unreachable: nothing was started or written
         raise RunFailed(f"cannot reach the Ray cluster at {config.address or 'a new local Ray'}: "
                         f"{root_cause(error)}. Nothing was written; rerun once it is up.") from error

@@ -15,12 +15,14 @@ every input exactly once at the end.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import ray
 
-from samrs_ray.config import JobConfig
+from samrs_ray.config import DEFAULT_RAY_TIMEOUT_S, JobConfig
 from samrs_ray.inputs.listing import ScenePair
 from samrs_ray.inputs.preflight import Inputs
 from samrs_ray.inputs.presets import Preset
@@ -61,16 +63,39 @@ def resolve_engine(config: JobConfig, local_gpus: float) -> JobConfig:
     )
 
 
-def connect(address: Optional[str]) -> bool:
+def connect(address: Optional[str], timeout_s: float = DEFAULT_RAY_TIMEOUT_S) -> bool:
     """Join the Ray cluster at `address`, or start a local one (the embedded default). Returns
-    whether this call did it (False: the caller's Ray is used, and left running)."""
+    whether this call did it (False: the caller's Ray is used, and left running). Raises
+    TimeoutError when nothing answers at a host:port `address` within `timeout_s`: ray.init
+    itself would wait for it without end."""
     if ray.is_initialized():
         return False
+    if address:
+        wait_for_head(address, timeout_s)
     # Ray 2.60 warns on every start that token authentication is on: that is the intended setup
     # (README, On a Ray cluster), not something for the user to act on.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     return True
+
+
+def wait_for_head(address: str, timeout_s: float) -> None:
+    """Return once a TCP connection to the head's host:port ('ray://' or a GCS address) opens,
+    trying every second (a head that is starting answers a few seconds later). 'auto' and
+    addresses without a port are left to ray.init."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)).close()
+            return
+        except OSError as error:
+            if time.monotonic() + 1 > deadline:
+                raise TimeoutError(f"nothing answered at {address} for {timeout_s:.0f} s "
+                                   f"({type(error).__name__}: {error}); --ray-timeout waits longer") from None
+            time.sleep(1)
 
 
 def scene_items(pairs: list[ScenePair], inputs: Inputs, known: dict[str, frozenset[str]], preset: Preset,
