@@ -63,6 +63,18 @@ def scene_key(settings: PlanSettings, pair: ScenePair, files: dict[str, StoredFi
     return hashlib.sha256(json.dumps(part).encode()).hexdigest()
 
 
+def inputs_digest(keys: dict[str, Optional[str]], splits: dict[str, str], left_out: list[tuple]) -> Optional[str]:
+    """One digest of everything a run is given: each scene's `scene_key` (its files' store
+    versions and the output settings), its split, and the inputs left out before planning
+    (`left_out`: (source, line, reason) of unpaired files, bad map features). A version whose
+    record holds the same digest is what this run would make, so the run need read nothing of the
+    dataset (driver.work). None when a scene has no key: then the run always plans."""
+    if any(key is None for key in keys.values()):
+        return None
+    part = [FORMAT, sorted(keys.items()), sorted(splits.items()), sorted(map(list, left_out))]
+    return hashlib.sha256(json.dumps(part, default=str).encode()).hexdigest()
+
+
 def read(fs: fsspec.AbstractFileSystem, out: str) -> Cache:
     """The cache as the last run left it; empty when there is none or it does not read."""
     try:

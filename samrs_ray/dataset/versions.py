@@ -73,6 +73,9 @@ class RunRecord:
     stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
     # {table: Delta version} of this version's tables (dataset/delta.py); {} in records written before them
     tables: dict[str, int] = field(default_factory=dict)
+    # scene_cache.inputs_digest of what the run was given ("": not known): a run given the same
+    # inputs commits this version's files again without reading the dataset
+    inputs: str = ""
 
     def to_json(self) -> bytes:
         # `stretch` only where a scene was stretched: the records of other runs still open in a

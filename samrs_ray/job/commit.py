@@ -8,6 +8,7 @@ and the clean-up. Ray-free: it works on the rows the graph returned.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -80,11 +81,11 @@ class Outcome:
 def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
            checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
            outcome: Outcome, n_pairs: int, cluster: dict[str, Any], unread: dict[str, tuple[str, str]],
-           stretch: dict[str, dict[str, Any]]) -> RunRecord:
+           stretch: dict[str, dict[str, Any]], given: str) -> RunRecord:
     """Write the version the run's rows make, commit it as the version after `committed`, clean
     up; returns the committed record. `unread`: the scenes the store did not give, {image uri:
-    (scene, why)}, whose committed tiles stay; `stretch`: RunRecord.stretch. Raises
-    ConcurrentRunError when another run committed since this one started."""
+    (scene, why)}, whose committed tiles stay; `stretch`: RunRecord.stretch; `given`:
+    RunRecord.inputs. Raises ConcurrentRunError when another run committed since this one started."""
     partial = outcome.keep_committed(index, committed, unread)
     new_shards = index_new_shards(fs, out, index, outcome, config.write_color)
     wanted = outcome.wanted()
@@ -102,7 +103,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         changes={"processed": processed[:100], "removed": removed[:100]},
         cluster=cluster, version=(committed.version if committed else 0) + 1,
         parent=committed.run_id if committed else "", partial=partial, stretch=stretch,
-        tables=delta.next_pins(committed),
+        tables=delta.next_pins(committed), inputs=given,
     )
     check_present(fs, out, shards, index)
     crash_point("before-commit")
@@ -115,15 +116,33 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
     return record
 
 
+def unchanged(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
+              committed: RunRecord) -> RunRecord:
+    """The version after `committed` when the run was given what it was given: the same shards
+    and errors, committed again, with nothing read of the dataset. No clean-up: the files that
+    fall out of retention go with the next night that changes something."""
+    record = dataclasses.replace(
+        committed, run_id=run_id, started_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=config.public(),
+        counts={**committed.counts, "processed": 0, "skipped": committed.counts["tiles"], "kept": 0, "failed": 0,
+                "removed": 0},
+        changes={"processed": [], "removed": []}, cluster={"gpu_wait_s": None, "stages": {}},
+        version=committed.version + 1, parent=committed.run_id, tables=delta.next_pins(committed))
+    crash_point("before-commit")
+    versions.commit(fs, out, record, publish=lambda: publish_tables(fs, out, record, config, None))
+    return record
+
+
 def publish_tables(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord, config: JobConfig,
-                   index: incremental.ShardIndex) -> None:
-    """The committed version's Delta commits (delta.publish), with the row counts the index knows.
-    A store that fails here leaves the version committed: the next run publishes it."""
+                   index: Optional[incremental.ShardIndex]) -> None:
+    """The committed version's Delta commits (delta.publish), with the row counts the index knows
+    (None: none known). A store that fails here leaves the version committed: the next run
+    publishes it."""
     rows: dict[str, int] = {}
-    for name in record.shards:
+    for name in record.shards if index is not None else ():
         rows[layout.shard_path(out, "tiles", name)] = len(index.tiles.get(name, {}))
         rows[layout.shard_path(out, "instances", name)] = sum(index.instances.get(name, {}).values())
-    if record.errors:
+    if record.errors and index is not None:
         rows[layout.shard_path(out, "errors", record.errors[0])] = record.counts["errors"]
     try:
         delta.publish(fs, out, record, config.storage_options, rows)

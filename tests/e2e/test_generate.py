@@ -261,7 +261,8 @@ def test_a_rerun_reads_only_the_scenes_whose_file_versions_changed(tmp_path: Pat
                                   preset_changes={"tile_size": None}), say=lines.append)
     first = run()
     second = run()
-    assert "4 scenes with the same file versions as before (not read), 0 read to check" in lines
+    # every scene as version 1 had it: nothing of the dataset is read (no scene cache, no shard)
+    assert "4 scenes, all with the file versions and settings of version 1: nothing to read or compute" in lines
     assert (second.counts["processed"], second.counts["skipped"], second.counts["errors"]) == (0, 4, 0)
     assert second.counts == {**first.counts, "processed": 0, "skipped": 4}
 

@@ -44,15 +44,24 @@ def test_an_unchanged_night_over_scenes_that_made_no_tile_plans_nothing(tmp_path
     assert first.returncode == 0, first.stderr
     assert "2 processed" in first.stdout
 
+    first_rows = dataset_rows(str(out), "tiles", version="1")
     # nothing changed: any planning task would be killed at its first scene
     again = generate(data, out, {**env, CRASH_AT_ENV: "plan"})
     assert again.returncode == 0, again.stderr
-    assert "5 scenes with the same file versions as before (not read), 0 read to check" in again.stdout
+    assert "5 scenes, all with the file versions and settings of version 1: nothing to read or compute" in again.stdout
     assert "2 in dataset: 0 processed, 2 unchanged" in again.stdout
-    assert dataset_rows(str(out), "tiles", version="2") == dataset_rows(str(out), "tiles", version="1")
-    # the bad file is still quarantined in the new version, with its reason
-    errors = dataset_rows(str(out), "errors", version="2", drop=())
-    assert any(e["source_uri"].endswith("Xbad.png") and e["stage"] == "read" for e in errors)
+    # a label file without an image: the night is not the same as version 1's, so the scenes are
+    # replayed from the scene cache, the three that made no tile included, and none planned
+    (data / "labelTxt" / "Xorphan.txt").write_text("")
+    third = generate(data, out, {**env, CRASH_AT_ENV: "plan"})
+    assert third.returncode == 0, third.stderr
+    assert "5 scenes with the same file versions as before (not read), 0 read to check" in third.stdout
+    assert "2 in dataset: 0 processed, 2 unchanged" in third.stdout
+    for version in ("2", "3"):  # version 1's rows, which version 2 committed again
+        assert dataset_rows(str(out), "tiles", version=version) == first_rows
+        # the bad file is still quarantined in the new version, with its reason
+        errors = dataset_rows(str(out), "errors", version=version, drop=())
+        assert any(e["source_uri"].endswith("Xbad.png") and e["stage"] == "read" for e in errors)
 
 
 # One retry in botocore (and s3fs's own on SlowDown): the job's retries are what is tested here.
