@@ -101,27 +101,36 @@ def publish(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord,
     the version is committed all the same, and the next run publishes it."""
     options = object_store_options(None if storage.is_local(fs) else storage_options)
     for table in TABLES:
-        done, head, pending = published(fs, out, table, options), record, []
+        current = _open(table_uri(fs, out, table), options)
+        done = current.transaction_version(APP_ID) if current is not None else None
+        head, pending = record, []
         while done is None or done < head.version:  # the versions this table lacks, newest first
             pending.append(head)
             if head.tables.get(table, 0) == 0 or done == head.version - 1:
                 break
             head = RunRecord.from_json(fs.cat_file(layout.version_path(out, head.version - 1)))
         for each in reversed(pending):
-            _publish_one(fs, out, table, each, options, rows or {})
+            _publish_one(fs, out, table, each, options, rows or {}, current)
+            current = None  # changed: the next one loads it again
         crash_point("in-publish")
 
 
 def published(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, options: dict[str, str]) -> Optional[int]:
     """The last dataset version published to a table; None before the first."""
+    current = _open(table_uri(fs, out, table), options)
+    return current.transaction_version(APP_ID) if current is not None else None
+
+
+def _open(uri: str, options: dict[str, str]) -> Optional[DeltaTable]:
     try:
-        return DeltaTable(table_uri(fs, out, table), storage_options=options).transaction_version(APP_ID)
+        return DeltaTable(uri, storage_options=options)
     except TableNotFoundError:
         return None
 
 
 def _publish_one(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, record: RunRecord,
-                 options: dict[str, str], rows: dict[str, int]) -> None:
+                 options: dict[str, str], rows: dict[str, int], current: Optional[DeltaTable]) -> None:
+    """One dataset version's commit to one table; `current`: the table as loaded, if it is."""
     uri, pin = table_uri(fs, out, table), record.tables[table]
     names = {layout.shard_file(n) for n in (record.errors if table == "errors" else record.shards)}
     commit = CommitProperties(app_transactions=[Transaction(APP_ID, record.version)], max_commit_retries=0,
@@ -133,7 +142,7 @@ def _publish_one(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, r
                                           mode="error", configuration=CONFIGURATION, storage_options=options,
                                           commit_properties=commit)
         else:
-            delta = DeltaTable(uri, storage_options=options)
+            delta = current if current is not None else DeltaTable(uri, storage_options=options)
             if (delta.transaction_version(APP_ID) or 0) >= record.version:
                 return  # another process published it since we looked
             if delta.version() != pin - 1:

@@ -158,3 +158,28 @@ def test_ray_job_submit(ray_head, s3: S3Server, realsamples: Path) -> None:
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out-{model}/_run.json"))
         assert record["model"]["id"] == f"{model}-tiny" and record["counts"]["instances"] == 213
+
+
+def test_an_unchanged_night_costs_the_output_store_the_same_at_any_size(s3: S3Server, tmp_path: Path,
+                                                                        local_ray) -> None:
+    """Every request to the output goes through a counting proxy (the inputs are local): an
+    unchanged night over 2,000 tiles makes the requests one over 100 tiles makes, by method."""
+    from tests.datasets import synthetic_scenes
+
+    proxy = CountingProxy(s3)
+    nights = {}
+    with proxy as counted:
+        for scenes in (100, 2000):
+            data = tmp_path / f"data-{scenes}"
+            synthetic_scenes(data, scenes, size=64, objects=2)
+            out = counted.uri(f"night-{uuid.uuid4().hex[:6]}-{scenes}")
+            night = config(data / "images", data / "labelTxt", out, preset_changes={"tile_size": None},
+                           shard_tiles=100, storage_options=counted.storage_options)
+            first = generate(night, say=lambda _: None)
+            assert first.counts["tiles"] == scenes
+            proxy.requests.clear()
+            again = generate(night, say=lambda _: None)
+            assert (again.counts["processed"], again.counts["skipped"]) == (0, scenes)
+            nights[scenes] = sorted(method for method, _ in proxy.requests)
+    assert nights[100] == nights[2000]
+    assert len(nights[2000]) < 60, nights[2000]  # a handful per table, not per shard or tile
