@@ -26,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from samrs_ray.dataset import delta, layout, manifest, storage, versions
+from samrs_ray.dataset import delta, layout, storage, versions
 from samrs_ray.dataset.versions import RunRecord
 from tests.datasets import write_shard
 from tests.seaweed import SeaweedS3
@@ -94,7 +94,7 @@ def readers(out: str) -> dict[str, int]:
     import ray
 
     uri = f"{out}/manifest/tiles"
-    arrow = DeltaTable(uri).to_pyarrow_dataset()
+    arrow = DeltaTable(uri).to_pyarrow_dataset()  # noqa: F841 - DuckDB finds it by its name
     found = {"polars": pl.read_delta(uri).height, "deltalake/pyarrow": DeltaTable(uri).to_pyarrow_table().num_rows,
              "duckdb (Arrow dataset)": duckdb.sql("select count(*) from arrow").fetchall()[0][0]}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -11,7 +11,7 @@ import ssl
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -21,10 +21,24 @@ from samrs_ray.errors import StoreError
 T = TypeVar("T")
 
 
+# One retry policy for S3, owned here (README, "When the store fails"): botocore's standard mode
+# makes 3 attempts of each request, with bounded waits for a connection and for each read;
+# s3fs's own retry loop is turned off, as it would multiply botocore's attempts (5 x 5 in their
+# defaults); with_retries makes 3 tries of that for a file; and the run's budget (use_budget)
+# stops every read once the store has stopped serving. Options the user gives win.
+S3_CLIENT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 3}, "connect_timeout": 5, "read_timeout": 20}
+
+
 def open_fs(uri: str, storage_options: Optional[dict[str, Any]] = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for a URI; the S3 endpoint and keys come from
     storage_options or the standard AWS environment variables (s3fs/botocore read them)."""
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    options = dict(storage_options or {})
+    s3 = uri.startswith(("s3://", "s3a://"))
+    if s3:
+        options["config_kwargs"] = {**S3_CLIENT_CONFIG, **(options.get("config_kwargs") or {})}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
+    if s3:
+        fs.retries = 1  # s3fs: one call per request; botocore retries it
     return fs, path.rstrip("/")
 
 
@@ -81,11 +95,32 @@ def read_bytes(uri: str, storage_options: Optional[dict[str, Any]] = None) -> by
     return fs.cat_file(path)
 
 
-# Our own tries come on top of the S3 client's (botocore and s3fs retry 5xx, throttling and resets:
-# on a key that stays throttled, about 25 GETs and a minute); they ride out a store that is away
-# for longer: a restart, a failover. A file the store keeps refusing so costs a few minutes.
+# Our own tries come on top of the S3 client's (S3_CLIENT_CONFIG: 3 attempts); they ride out a
+# store that is away for longer: a restart, a failover. A file the store keeps refusing with fast
+# errors costs 9 requests and at most about 14 s (3 x 3 s of botocore's backoff, 1 s and 2 s of
+# ours, with jitter); one whose requests time out, at most about 3 minutes.
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 1.0
+
+
+class Budget(Protocol):
+    """A run's budget of store failures, shared by every read of the run (job/budget.py keeps it
+    in a Ray actor): once spent, the run stops asking the store, and each file not read yet is a
+    StoreError at once (its scene keeps its committed tiles) instead of costing its retries."""
+
+    def spent(self) -> Optional[str]:
+        """Why the store is not to be asked any more; None while it is."""
+
+    def record(self, failed: bool) -> None:
+        """One try's outcome."""
+
+
+_budget: list[Budget] = []  # the budget this process's reads report to (use_budget)
+
+
+def use_budget(budget: Optional[Budget]) -> None:
+    """Make with_retries report to `budget` in this process (None: to none)."""
+    _budget[:] = [budget] if budget is not None else []
 
 
 def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
@@ -93,14 +128,23 @@ def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
     """call() (which reads `uri`), retrying the store's errors with exponential backoff and jitter.
 
     FileNotFoundError passes at once: the file is gone, which retrying does not change. Any
-    other OSError that persists becomes a StoreError."""
+    other OSError that persists becomes a StoreError, as does every read once the run's budget
+    (use_budget) is spent."""
     tries = 0
     while True:
+        why = _budget[0].spent() if _budget else None
+        if why is not None:
+            raise StoreError(uri, f"not asked: {why}", tries)
         try:
-            return call()
+            result = call()
+            if _budget:
+                _budget[0].record(False)
+            return result
         except FileNotFoundError:
             raise
         except OSError as error:
+            if _budget:
+                _budget[0].record(True)
             tries += 1
             if tries == attempts:
                 raise StoreError(uri, f"{type(error).__name__}: {error}", attempts) from error

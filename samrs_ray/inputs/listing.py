@@ -9,10 +9,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from samrs_ray.dataset.storage import version_of, with_retries
+from samrs_ray.dataset.storage import open_fs, version_of, with_retries
 from samrs_ray.errors import InputError
 from samrs_ray.inputs.annotation import InputIssue, Stage
 
@@ -48,7 +47,7 @@ def list_files(uri: str, suffixes: tuple[str, ...], storage_options: Optional[di
     """
     if "://" not in uri:
         uri = os.path.abspath(uri)  # '../data' -> '/abs/data': names stay stable wherever the job runs
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, root = open_fs(uri, storage_options)
     if not with_retries(uri, lambda: fs.exists(root)):
         raise InputError(uri, "no such file or folder")
     wanted = tuple(s.lower() for s in suffixes)

@@ -21,6 +21,7 @@ from samrs_ray.inputs.annotation import Stage
 from samrs_ray.inputs.listing import stem
 from samrs_ray.job import faults
 from samrs_ray.job.actor import model_checksum
+from samrs_ray.job.budget import StoreBudget
 from samrs_ray.job.capacity import wait_for_gpus
 from samrs_ray.job.commit import Outcome, finish, stage_nodes, unchanged
 from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph, scene_items
@@ -118,11 +119,12 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     # cheaply (read, hash, plan; no pixels, no model). Only the scenes that changed, and new ones,
     # go through the full graph: so a night without changes never loads SAM or asks for a GPU.
     cache = scene_cache.read(fs, out)
+    budget = StoreBudget()
     replayed = {p.name: scene_cache.replay(cache[keys[p.name]], known.get(p.image_uri, frozenset()), splits[p.name])
                 for p in pairs if keys[p.name] in cache}
     unread = [p for p in pairs if p.name not in replayed]
     seen = [p for p in unread if p.image_uri in known]
-    rows, changed = check_scenes(scene_items(seen, inputs, known, config.preset, parallelism), plan_settings)
+    rows, changed = check_scenes(scene_items(seen, inputs, known, config.preset, parallelism), plan_settings, budget)
     changed |= {name for name, scene_rows in replayed.items() if any(r["status"] == Status.TODO for r in scene_rows)}
     rows += [row for name, scene_rows in replayed.items() if name not in changed for row in scene_rows]
     say(f"{len(replayed)} scenes with the same file versions as before (not read), {len(seen)} read to check")
@@ -132,7 +134,9 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
         if config.gpus_per_actor:
             gpu_wait = wait_for_gpus(config.gpus_per_actor, config.gpu_wait_s, say)
         items = scene_items(todo, inputs, known, config.preset, parallelism)
-        rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say))
+        rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say), budget)
+    if (why := budget.spent()) is not None:
+        say(f"the store stopped serving: {why}; the scenes it did not give keep their committed tiles")
     scene_cache.write(fs, out, rows, keys)
     clock.lap("work")
 

@@ -27,6 +27,7 @@ from samrs_ray.inputs.listing import ScenePair
 from samrs_ray.inputs.preflight import Inputs
 from samrs_ray.inputs.presets import Preset
 from samrs_ray.job.actor import MaskActor
+from samrs_ray.job.budget import StoreBudget
 from samrs_ray.job.progress import Progress
 from samrs_ray.job.rows import HEAVY_COLUMNS, Kind, Status
 from samrs_ray.job.stages import WriteSettings, encode_batch, plan_group, shard_batch
@@ -115,13 +116,14 @@ def scene_items(pairs: list[ScenePair], inputs: Inputs, known: dict[str, frozens
                                     maps.objects[p.name], preset.tile_size, preset.gap)]
 
 
-def check_scenes(items: list[dict[str, Any]], settings: PlanSettings) -> tuple[list[dict[str, Any]], set[str]]:
+def check_scenes(items: list[dict[str, Any]], settings: PlanSettings, budget: Optional[StoreBudget] = None
+                 ) -> tuple[list[dict[str, Any]], set[str]]:
     """Plan scenes without pixels. Returns the rows of the scenes with nothing to do, and the
     names of the scenes with tiles to (re)compute."""
     if not items:
         return [], set()
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.flat_map(plan_group, fn_args=(settings, False)).drop_columns([*HEAVY_COLUMNS, "objects"])
+    ds = ds.flat_map(plan_group, fn_args=(settings, False, budget)).drop_columns([*HEAVY_COLUMNS, "objects"])
     rows = [dict(r) for r in ds.iter_rows()]
     changed = {r["scene"] for r in rows if r["status"] == Status.TODO}
     return [r for r in rows if r["scene"] not in changed], changed
@@ -177,8 +179,10 @@ def stages(config: JobConfig, checksum: str, write: WriteSettings) -> list[Stage
 
 
 def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: WriteSettings,
-              config: JobConfig, checksum: str, progress: Progress) -> list[dict[str, Any]]:
-    """The streaming graph; returns the light summary row of every scene, tile and error."""
+              config: JobConfig, checksum: str, progress: Progress, budget: Optional[StoreBudget] = None
+              ) -> list[dict[str, Any]]:
+    """The streaming graph; returns the light summary row of every scene, tile and error.
+    `budget`: the run's store error budget, which planning's reads report to."""
     # Retries are Ray Data's defaults: a dead task is rerun and a dead actor restarted
     # (max_restarts=-1, max_task_retries=-1); shard names derive from content, so a rerun
     # batch overwrites its own files instead of duplicating rows.
@@ -187,7 +191,7 @@ def run_graph(items: list[dict], plan_settings: PlanSettings, write_settings: Wr
     context = ray.data.DataContext.get_current()
     context.enable_rich_progress_bars, context.use_ray_tqdm = True, False
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.flat_map(plan_group, fn_args=(plan_settings, True))
+    ds = ds.flat_map(plan_group, fn_args=(plan_settings, True, budget))
     for stage in stages(config, checksum, write_settings):
         ds = stage.apply(ds)
     ds = ds.drop_columns([*HEAVY_COLUMNS, "objects"])

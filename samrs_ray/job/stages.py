@@ -120,18 +120,25 @@ def stage_settings(config: JobConfig, checksum: str) -> tuple[PlanSettings, Writ
     return plan, write
 
 
-def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool) -> Iterator[dict[str, Any]]:
+def plan_group(group: dict[str, Any], settings: PlanSettings, cut: bool,
+               budget: Optional[storage.Budget] = None) -> Iterator[dict[str, Any]]:
     """A group's scenes -> their rows, one at a time: Ray Data cuts the stream into blocks as it
-    goes (flat_map consumes it lazily), so a big scene's tiles are never all held at once."""
+    goes (flat_map consumes it lazily), so a big scene's tiles are never all held at once.
+    `budget`: the run's store error budget, which this task's reads report to."""
     below_engine_priority()
-    node = this_node()
-    for scene in group["scenes"]:
-        known = frozenset(scene["known"])
-        if "part" in scene:  # a part of a raster scene (a map run)
-            rows = plan_part(RasterPart.from_item(scene["part"]), settings, known, cut)
-        else:
-            rows = plan_scene(ScenePair(scene["name"], scene["image_uri"], scene["label_uri"]), settings, known, cut)
-        for row in rows:
-            row.update(split=scene["split"], plan_node=node)
-            yield row
-        crash_point("plan")
+    storage.use_budget(budget)  # and no longer once the group is planned: a worker serves other runs too
+    try:
+        node = this_node()
+        for scene in group["scenes"]:
+            known = frozenset(scene["known"])
+            if "part" in scene:  # a part of a raster scene (a map run)
+                rows = plan_part(RasterPart.from_item(scene["part"]), settings, known, cut)
+            else:
+                rows = plan_scene(ScenePair(scene["name"], scene["image_uri"], scene["label_uri"]), settings, known,
+                                  cut)
+            for row in rows:
+                row.update(split=scene["split"], plan_node=node)
+                yield row
+            crash_point("plan")
+    finally:
+        storage.use_budget(None)

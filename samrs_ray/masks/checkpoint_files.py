@@ -59,7 +59,7 @@ def cache_name(uri: str, version: str = "") -> str:
 def remote_version(uri: str, storage_options: Optional[dict]) -> str:
     """What the store says about the object at `uri` now (size, ETag, modification time, ...), as
     one string that changes when the object is replaced. Raises when the store cannot be asked."""
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, path = storage.open_fs(uri, storage_options)
     fs.invalidate_cache(path)  # a listing cached by this process must not hide a replacement
     info = fs.info(path)
     return storage.version_of(info)

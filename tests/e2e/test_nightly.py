@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -143,3 +144,46 @@ def test_a_store_that_cannot_list_the_inputs_stops_the_run_as_a_store_error(
     # 4 (rerun once the store is back), not 2 (the configuration is wrong)
     assert code == 4, capsys.readouterr().err
     assert "the store did not answer after 3 tries" in capsys.readouterr().err
+
+
+def test_an_input_store_that_stops_serving_ends_the_run_in_bounded_time(
+        s3: S3Server, tmp_path: Path, local_ray, capsys) -> None:
+    """The inputs' prefix answers 503 SlowDown to every read from tonight on, the output is served:
+    with the client's own retry policy (no test override), the run's store error budget stops it
+    long before 40 new scenes x their retries; it commits a partial night (exit 5) that keeps every
+    committed tile, and the next clean night converges."""
+    prefix = f"outage-{uuid.uuid4().hex[:8]}"
+    synthetic_scenes(tmp_path / "data", 4)
+    data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
+    night = lambda options: cli.main(["generate", "--preset", "sota", "--model", "box",  # noqa: E731
+                                      "--images", f"{data}/images", "--labels", f"{data}/labelTxt", "--out", out,
+                                      "--tile-size", "none", "--storage-options", json.dumps(options)])
+    assert night(s3.storage_options) == 0
+    committed = dataset_rows(out, "tiles", s3.storage_options)
+    synthetic_scenes(tmp_path / "data", 44)  # 40 new scenes tonight, and the 4 uploaded again
+    s3.upload_dir(tmp_path / "data", f"{prefix}/data")
+
+    proxy = FaultProxy(s3)
+    proxy.target("GET", f"*/{prefix}/data/*", "slow_down")  # every read of an input; listings pass
+    capsys.readouterr()
+    started = time.monotonic()
+    with proxy as faulty:
+        assert night(faulty.storage_options) == 5
+    took = time.monotonic() - started
+    said = capsys.readouterr()
+    assert "the store stopped serving: the run's store error budget is spent" in said.out
+    assert took < 120, f"the outage took {took:.0f} s to end the run"
+    # each refused try is 3 requests (botocore's standard mode); the budget spares most scenes theirs
+    assert proxy.injected["slow_down"] < 40 * 9 / 2, proxy.injected
+    assert dataset_rows(out, "tiles", s3.storage_options) == committed  # no committed tile lost
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.invalidate_cache()
+    record = json.loads(fs.cat_file(f"{s3.bucket}/{prefix}/out/_run.json"))
+    # uploaded again, the 4 committed scenes have new store versions and had to be read too
+    partial = record["partial"]
+    assert sorted(s for s, why in partial.items() if why.startswith("kept from version 1")) == \
+        ["S00000", "S00001", "S00002", "S00003"]
+    assert len(partial) == 44 and sum("not asked" in why for why in partial.values()) > 20
+
+    assert night(s3.storage_options) == 0  # the store is back: the 40 scenes are read and computed
+    assert len(dataset_rows(out, "tiles", s3.storage_options)) == 44
