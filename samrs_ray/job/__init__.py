@@ -1,7 +1,8 @@
 """The job on Ray: `generate()` runs it (driver.py); graph.py wires the stages (stages.py, the
 mask actor in actor.py) into a Ray Data graph; commit.py turns its rows into a committed version.
 The row that flows between stages (rows.py), the progress line (progress.py), waiting for GPUs
-(capacity.py) and the crash tests' fault points (faults.py) live here too.
+(capacity.py), the run's store error budget (budget.py) and the crash tests' fault points
+(faults.py) live here too.
 
 Importing this package imports no Ray: planning and the dataset modules use rows.py and
 faults.py, and must stay Ray-free. `generate` and the others load driver.py on first use.
