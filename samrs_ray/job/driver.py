@@ -6,7 +6,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Optional
 
 import fsspec
 import ray
@@ -28,6 +28,7 @@ from samrs_ray.job.graph import check_scenes, connect, resolve_engine, run_graph
 from samrs_ray.job.progress import Progress
 from samrs_ray.job.rows import Status, error_row
 from samrs_ray.job.stages import stage_settings
+from samrs_ray.planning.plan import PlanSettings
 
 
 def run_id_now() -> str:
@@ -95,8 +96,7 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     committed = versions.latest(fs, out)
     plan_settings, write_settings = stage_settings(config, checksum)
     splits = inputs.splits
-    keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files, inputs.objects_digest(p.name)) for p in pairs}
-    given = scene_cache.inputs_digest(keys, splits, [(i.source, i.line, i.reason) for i in pair_issues])
+    keys, given = scene_keys(inputs, plan_settings)
     # The same inputs as the committed version's, all of them read then: that version is what
     # this run would make. Its files are trusted by its commit, so the night reads nothing of
     # the dataset (no shard, no listing) and commits them again: O(1) requests to the output.
@@ -153,6 +153,14 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
                     not_given, stretched, given or "")
     clock.lap("commit")
     return record
+
+
+def scene_keys(inputs: preflight.Inputs, plan_settings: PlanSettings) -> tuple[dict[str, Optional[str]], Optional[str]]:
+    """Each scene's scene_cache.scene_key, and the digest of all the run is given (RunRecord.inputs)."""
+    keys = {p.name: scene_cache.scene_key(plan_settings, p, inputs.files, inputs.objects_digest(p.name))
+            for p in inputs.pairs}
+    left_out = [(i.source, i.line, i.reason) for i in inputs.pair_issues]
+    return keys, scene_cache.inputs_digest(keys, inputs.splits, left_out)
 
 
 class Clock:
