@@ -130,11 +130,11 @@ def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
     FileNotFoundError passes at once: the file is gone, which retrying does not change. Any
     other OSError that persists becomes a StoreError, as does every read once the run's budget
     (use_budget) is spent."""
-    tries = 0
+    tries, last = 0, ""
     while True:
         why = _budget[0].spent() if _budget else None
         if why is not None:
-            raise StoreError(uri, f"not asked: {why}", tries)
+            raise StoreError(uri, f"{last}; then not asked: {why}" if last else f"not asked: {why}", tries)
         try:
             result = call()
             if _budget:
@@ -145,9 +145,9 @@ def with_retries(uri: str, call: Callable[[], T], attempts: int = READ_ATTEMPTS,
         except OSError as error:
             if _budget:
                 _budget[0].record(True)
-            tries += 1
+            tries, last = tries + 1, f"{type(error).__name__}: {error}"
             if tries == attempts:
-                raise StoreError(uri, f"{type(error).__name__}: {error}", attempts) from error
+                raise StoreError(uri, last, attempts) from error
             time.sleep(backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5))
 
 

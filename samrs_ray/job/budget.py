@@ -10,6 +10,7 @@ scene keeps its committed tiles, the run commits what it finished and exits 5 (a
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import ray
@@ -18,6 +19,7 @@ import ray
 # already the S3 client's own retries; the job makes up to 3 tries a file (storage.READ_ATTEMPTS),
 # so this is the last tries of about 4 files with nothing served in between.
 FAILURES_IN_A_ROW = 12
+ASK_EVERY_S = 1.0
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -41,14 +43,21 @@ class _Count:
 
 class StoreBudget:
     """storage.Budget over the run's actor; picklable, so each task gets one in its arguments.
-    A failed try is reported before the next is asked for, so a task sees its own failures."""
+
+    A failed try is reported at once, and the count asked again before the next try. While reads
+    succeed, this process reports a success and asks at most once a second (ASK_EVERY_S): any
+    answer resets the count, so that is enough, and a run of 10^5 scenes does not queue 10^5
+    calls at one actor."""
 
     def __init__(self, limit: int = FAILURES_IN_A_ROW) -> None:
         self.count = _Count.remote(limit)
         self.why: Optional[str] = None
+        self.ask_at = self.report_at = 0.0
 
     def spent(self) -> Optional[str]:
-        if self.why is None:
+        now = time.monotonic()
+        if self.why is None and now >= self.ask_at:
+            self.ask_at = now + ASK_EVERY_S
             try:
                 self.why = ray.get(self.count.spent.remote())
             except ray.exceptions.RayError:  # the count is lost (its node died): reads go on, each with its tries
@@ -56,10 +65,15 @@ class StoreBudget:
         return self.why
 
     def record(self, failed: bool) -> None:
+        now = time.monotonic()
+        if not failed and now < self.report_at:
+            return
+        self.report_at = now + ASK_EVERY_S if not failed else 0.0
+        self.ask_at = 0.0 if failed else self.ask_at
         try:
             ray.get(self.count.record.remote(failed))
         except ray.exceptions.RayError:
             pass
 
     def __getstate__(self) -> dict:
-        return {"count": self.count, "why": None}
+        return {"count": self.count, "why": None, "ask_at": 0.0, "report_at": 0.0}
