@@ -97,10 +97,11 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     plan_settings, write_settings = stage_settings(config, checksum)
     splits = inputs.splits
     keys, given = scene_keys(inputs, plan_settings)
-    # The same inputs as the committed version's, all of them read then: that version is what
-    # this run would make. Its files are trusted by its commit, so the night reads nothing of
-    # the dataset (no shard, no listing) and commits them again: O(1) requests to the output.
-    if committed is not None and given is not None and committed.inputs == given and not committed.partial:
+    # The same inputs as the committed version's, all of them read then and no tile failed: that
+    # version is what this run would make. Its files are trusted by its commit, so the night reads
+    # nothing of the dataset (no shard, no listing) and commits them again: O(1) requests.
+    if (committed is not None and given is not None and committed.inputs == given and not committed.partial
+            and not committed.counts.get("failed")):
         say(f"{len(pairs)} scenes, all with the file versions and settings of version {committed.version}: "
             "nothing to read or compute")
         record = unchanged(fs, out, config, run_id, started, committed)
