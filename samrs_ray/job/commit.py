@@ -108,19 +108,26 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
     check_present(fs, out, shards, index)
     crash_point("before-commit")
     versions.commit(fs, out, record, publish=lambda: publish_tables(fs, out, record, config, index))
+    clean_up(fs, out, config, record, index)
+    return record
+
+
+def clean_up(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, record: RunRecord,
+             index: incremental.ShardIndex) -> None:
+    """After `record`'s commit: delete what no retained version uses (incremental.collect_garbage)."""
     try:
         kept = versions.retained(versions.history(fs, out), config.keep_versions)
-        incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, run_id))
+        incremental.collect_garbage(fs, out, kept, index, versions.spare_after(fs, out, record.run_id))
     except OSError as error:  # committed already; what is left over, the next run's clean-up removes
         log.warning("%s: version %d committed, but clean-up stopped: %s", out, record.version, error)
-    return record
 
 
 def unchanged(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
               committed: RunRecord) -> RunRecord:
     """The version after `committed` when the run was given what it was given: the same shards
-    and errors, committed again, with nothing read of the dataset. No clean-up: the files that
-    fall out of retention go with the next night that changes something."""
+    and errors, committed again, with nothing read of the dataset. Clean-up only when the version
+    that falls out of retention now had other files: after `keep_versions` such nights in a row,
+    every retained version has the same files, and a night costs a constant number of requests."""
     record = dataclasses.replace(
         committed, run_id=run_id, started_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=config.public(),
@@ -130,6 +137,13 @@ def unchanged(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id
         version=committed.version + 1, parent=committed.run_id, tables=delta.next_pins(committed))
     crash_point("before-commit")
     versions.commit(fs, out, record, publish=lambda: publish_tables(fs, out, record, config, None))
+    fallen = record.version - config.keep_versions
+    try:
+        gone = RunRecord.from_json(fs.cat_file(layout.version_path(out, fallen))) if fallen >= 1 else None
+    except OSError:  # not there (a dataset upgraded from layout v1), or the store failed: the next run cleans up
+        gone = None
+    if gone is not None and (sorted(gone.shards), sorted(gone.errors)) != (sorted(record.shards), sorted(record.errors)):
+        clean_up(fs, out, config, record, incremental.read_index(fs, out))
     return record
 
 
