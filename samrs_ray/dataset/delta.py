@@ -4,9 +4,11 @@
 
 The shards stay where the workers wrote them. Publishing a dataset version makes one Delta
 commit per table that adds the shards the version gained and removes those it dropped, by
-reference: no data file is read or rewritten. Each commit carries Delta's transaction marker
-`APP_ID` = the dataset version, so a version is published once, whoever publishes it (the run
-that committed it, or the next run catching up after a crash between the two).
+reference: no data file is read or rewritten. A version is published once, whoever publishes it
+(the run that committed it, or the next run catching up after a crash between the two): its
+commit lands at its pin or not at all. Each commit carries Delta's transaction marker `APP_ID`
+= the dataset version, and the run id in its commit info. A version with the files of the one
+before it (an unchanged night) makes no commit: its pins are its parent's.
 
 One dataset version is one set of table versions that readers see whole: the version record
 (`_versions/N.json`, `_run.json`) pins each table's Delta version in `tables`, chosen before the
@@ -102,23 +104,26 @@ def publish(fs: fsspec.AbstractFileSystem, out: str, record: RunRecord,
     options = object_store_options(None if storage.is_local(fs) else storage_options)
     for table in TABLES:
         current = _open(table_uri(fs, out, table), options)
-        done = current.transaction_version(APP_ID) if current is not None else None
+        at = current.version() if current is not None else -1
         head, pending = record, []
-        while done is None or done < head.version:  # the versions this table lacks, newest first
-            pending.append(head)
-            if head.tables.get(table, 0) == 0 or done == head.version - 1:
+        while head.tables[table] > at:  # the commits the table lacks, newest first
+            parent = None if head.tables[table] == 0 else RunRecord.from_json(
+                fs.cat_file(layout.version_path(out, head.version - 1)))
+            if parent is None or parent.tables.get(table) != head.tables[table]:
+                pending.append(head)  # else head is its parent's commit again (an unchanged night)
+            if parent is None:
                 break
-            head = RunRecord.from_json(fs.cat_file(layout.version_path(out, head.version - 1)))
+            head = parent
         for each in reversed(pending):
             _publish_one(fs, out, table, each, options, rows or {}, current)
             current = None  # changed: the next one loads it again
         crash_point("in-publish")
 
 
-def published(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, options: dict[str, str]) -> Optional[int]:
-    """The last dataset version published to a table; None before the first."""
+def published(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, options: dict[str, str]) -> int:
+    """The table's Delta version: every dataset version pinned at or below it is published (-1: none)."""
     current = _open(table_uri(fs, out, table), options)
-    return current.transaction_version(APP_ID) if current is not None else None
+    return current.version() if current is not None else -1
 
 
 def _open(uri: str, options: dict[str, str]) -> Optional[DeltaTable]:
@@ -143,7 +148,7 @@ def _publish_one(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, r
                                           commit_properties=commit)
         else:
             delta = current if current is not None else DeltaTable(uri, storage_options=options)
-            if (delta.transaction_version(APP_ID) or 0) >= record.version:
+            if delta.version() >= pin:
                 return  # another process published it since we looked
             if delta.version() != pin - 1:
                 raise RuntimeError(f"{uri}: Delta version {delta.version()}, but dataset version {record.version} is "
@@ -154,7 +159,7 @@ def _publish_one(fs: fsspec.AbstractFileSystem, out: str, table: layout.Table, r
             delta.create_write_transaction([*actions, *_adds(fs, out, table, sorted(names - present), rows)],
                                            mode="append", schema=schema, commit_properties=commit)
     except DeltaError:  # CommitFailedError, or the table created: fine if another process published it
-        if (published(fs, out, table, options) or 0) < record.version:
+        if published(fs, out, table, options) < pin:
             raise
     log.debug("%s: dataset version %d published as Delta version %d", uri, record.version, pin)
 

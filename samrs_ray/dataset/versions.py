@@ -111,6 +111,14 @@ def latest(fs: fsspec.AbstractFileSystem, out: str) -> Optional[RunRecord]:
     return RunRecord.from_json(fs.cat_file(path)) if storage.exists(fs, path) else None
 
 
+def run_record_version(fs: fsspec.AbstractFileSystem, out: str) -> Optional[int]:
+    """The version `_run.json` names (None: none, or unreadable)."""
+    try:
+        return int(json.loads(fs.cat_file(layout.run_record(out)))["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def retained(records: list[RunRecord], keep: int) -> list[RunRecord]:
     """The versions whose files are kept: the last `keep` (at least the latest)."""
     return records[-max(1, keep):]

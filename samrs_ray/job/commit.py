@@ -134,9 +134,14 @@ def unchanged(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id
         counts={**committed.counts, "processed": 0, "skipped": committed.counts["tiles"], "kept": 0, "failed": 0,
                 "removed": 0},
         changes={"processed": [], "removed": []}, cluster={"gpu_wait_s": None, "stages": {}},
-        version=committed.version + 1, parent=committed.run_id, tables=delta.next_pins(committed))
+        version=committed.version + 1, parent=committed.run_id, tables=committed.tables or delta.next_pins(committed))
     crash_point("before-commit")
-    versions.commit(fs, out, record, publish=lambda: publish_tables(fs, out, record, config, None))
+    # the same files, so the same Delta versions: nothing to publish, unless the committed version's
+    # own commits are missing (its run was killed before publishing; _run.json names it only after)
+    named = versions.run_record_version(fs, out)
+    publish = None if named == committed.version and committed.tables else (
+        lambda: publish_tables(fs, out, record, config, None))
+    versions.commit(fs, out, record, publish=publish)
     fallen = record.version - config.keep_versions
     try:
         gone = RunRecord.from_json(fs.cat_file(layout.version_path(out, fallen))) if fallen >= 1 else None

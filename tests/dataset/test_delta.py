@@ -5,6 +5,7 @@ one version; Delta's own commit on a real S3 server (SeaweedFS) with two writers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -192,3 +193,18 @@ def test_on_s3_publishing_reads_back_and_two_delta_writers_get_one_winner(s3: S3
     [t.join() for t in threads]
     assert sorted(outcomes) == ["conflict", "landed"]
     assert len(DeltaTable(target, storage_options=options).file_uris()) == 1
+
+
+def test_an_unchanged_version_shares_its_parents_commits_and_catches_them_up(tmp_path: Path) -> None:
+    fs, out = storage.open_fs(str(tmp_path / "ds"))
+    v1 = commit(fs, out, [write_shard(fs, out, {"a": "1"})], None)
+    v2 = commit(fs, out, [write_shard(fs, out, {"b": "1"})], v1, publish=False)  # killed before publishing
+    # an unchanged night after it: the same files, so the same pins, and no commit of its own
+    v3 = dataclasses.replace(v2, run_id="run-3", version=3, tables=dict(v2.tables))
+    versions.commit(fs, out, v3, publish=lambda: delta.publish(fs, out, v3))
+    table = DeltaTable(f"{out}/manifest/tiles")
+    assert table.version() == v3.tables["tiles"] == v2.tables["tiles"] == 1  # v2's commit, published by v3's run
+    assert [h.get("samrs_ray.version") for h in table.history()] == [2, 1]
+    assert tile_ids(read_at_pins(out, "tiles")) == ["b"]
+    delta.publish(fs, out, v3)  # again: nothing to do
+    assert DeltaTable(f"{out}/manifest/tiles").version() == 1
