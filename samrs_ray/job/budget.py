@@ -20,6 +20,7 @@ import ray
 # so this is the last tries of about 4 files with nothing served in between.
 FAILURES_IN_A_ROW = 12
 ASK_EVERY_S = 1.0
+ANSWER_S = 10.0  # longer, and the count is as good as lost: reads go on without it
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -59,7 +60,7 @@ class StoreBudget:
         if self.why is None and now >= self.ask_at:
             self.ask_at = now + ASK_EVERY_S
             try:
-                self.why = ray.get(self.count.spent.remote())
+                self.why = ray.get(self.count.spent.remote(), timeout=ANSWER_S)
             except ray.exceptions.RayError:  # the count is lost (its node died): reads go on, each with its tries
                 pass
         return self.why
@@ -71,7 +72,15 @@ class StoreBudget:
         self.report_at = now + ASK_EVERY_S if not failed else 0.0
         self.ask_at = 0.0 if failed else self.ask_at
         try:
-            ray.get(self.count.record.remote(failed))
+            ray.get(self.count.record.remote(failed), timeout=ANSWER_S)
+        except ray.exceptions.RayError:
+            pass
+
+    def close(self) -> None:
+        """End the count's actor (the run's tasks are done): a driver that runs many jobs keeps no
+        idle process per run."""
+        try:
+            ray.kill(self.count)
         except ray.exceptions.RayError:
             pass
 
