@@ -76,13 +76,5 @@ class StoreBudget:
         except ray.exceptions.RayError:
             pass
 
-    def close(self) -> None:
-        """End the count's actor (the run's tasks are done): a driver that runs many jobs keeps no
-        idle process per run."""
-        try:
-            ray.kill(self.count)
-        except ray.exceptions.RayError:
-            pass
-
     def __getstate__(self) -> dict:
         return {"count": self.count, "why": None, "ask_at": 0.0, "report_at": 0.0}

@@ -138,7 +138,6 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
         rows += run_graph(items, plan_settings, write_settings, config, checksum, Progress(len(todo), say), budget)
     if (why := budget.spent()) is not None:
         say(f"the store stopped serving: {why}; the scenes it did not give keep their committed tiles")
-    budget.close()
     scene_cache.write(fs, out, rows, keys)
     clock.lap("work")
 
