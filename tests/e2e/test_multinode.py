@@ -214,8 +214,9 @@ def test_kuberay_shaped_cluster_on_s3_survives_a_killed_worker(kuberay_shaped, s
     assert run["counts"]["scenes"] == run["counts"]["scenes_ok"] == 6
     assert run["counts"]["instances"] == run["counts"]["objects_in_tiles"] == 18
     survivor = next(home for name, (_, home) in workers.items() if name != victim)
-    # each node fetched the checkpoint once, into its own cache
-    assert len(list((survivor / ".cache" / "samrs-ray").glob("*sam_tiny.pth"))) == 1
+    # each node fetched the checkpoint once at most, into its own cache (the survivor none when the
+    # victim finished every mask before it died and the rerun had nothing to compute)
+    assert len(list((survivor / ".cache" / "samrs-ray").glob("*sam_tiny.pth"))) <= 1
 
     # the same dataset as a local run of the same inputs and checkpoint
     local = str(tmp_path / "local")
