@@ -72,6 +72,8 @@ ERRORS = pa.schema([
 ])
 
 TABLES = {"tiles": TILES, "instances": INSTANCES, "errors": ERRORS}
+# {column: its fixed-size list type}: the columns a shard stores as plain Parquet lists (table_bytes)
+FIXED_LISTS = {f.name: f.type for schema in TABLES.values() for f in schema if pa.types.is_fixed_size_list(f.type)}
 
 
 def shard_name(rows: Iterable[tuple[str, ...]]) -> str:
@@ -110,10 +112,9 @@ def read_table(fs: fsspec.AbstractFileSystem, path: str, columns: Optional[list[
             table = table.append_column(column, pa.nulls(table.num_rows, types[0] if types else pa.string()))
     table = table.select(columns) if columns else table
     # a shard stores fixed-size lists as plain lists (table_bytes): give them their declared type back
-    declared = {f.name: f.type for schema in TABLES.values() for f in schema if pa.types.is_fixed_size_list(f.type)}
     for i, f in enumerate(table.schema):
-        if f.name in declared and pa.types.is_list(f.type):
-            table = table.set_column(i, f.name, table.column(i).cast(declared[f.name]))
+        if f.name in FIXED_LISTS and pa.types.is_list(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(FIXED_LISTS[f.name]))
     return table
 
 
