@@ -85,8 +85,19 @@ def tile_files(fmt: Format, tile: dict[str, Any], instances: Instances = "pkl") 
 
 def export(out: str, dest: str, fmt: Format, version: Version = None,
            storage_options: Optional[dict] = None, instances: Instances = "pkl") -> dict[str, int]:
-    """Write (or update) `fmt`'s layout of a committed version at `dest`; returns counts:
-    tiles, written, removed, and tiles per split. `instances`: samrs's ins/ files, pkl or json."""
+    """Write (or update) `fmt`'s layout of a committed version at `dest` (`samrs-ray export`).
+
+    Arguments:
+      out (str), dest (str): the dataset's folder and where to write, at any fsspec URI.
+      fmt (str): 'samrs' (images/ gray/ color/ ins/, train.txt valid.txt), 'mmseg' (img_dir/ ann_dir/
+        by split), 'coco' (<split>.json) or 'geo' (a label COG per scene and GeoParquet polygons).
+      version (int or str or None): a version number or run id; None for the latest.
+      instances (str): samrs's ins/ files, 'pkl' (as SAMRS released them) or 'json'.
+
+    Returns:
+      (dict[str, int]): tiles, written, removed and tiles per split; for 'geo': scenes, written,
+        removed, objects.
+    """
     if instances not in INSTANCE_FORMATS:
         raise ValueError(f"instances must be one of {INSTANCE_FORMATS}, not {instances!r}")
     if fmt == "geo":
