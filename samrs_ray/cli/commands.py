@@ -93,9 +93,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from samrs_ray.handoff.export import export
 
     counts = export(args.out, args.dest, args.format, args.version, args.storage_options, args.instances)
-    if args.format == "geo":
+    if args.format in ("geo", "stac"):
+        items = f"; collection.json with {counts['scenes']} items ({counts['items']} rewritten)" \
+            if args.format == "stac" else ""
         print(f"{args.dest}: {counts['scenes']} scenes ({counts['written']} written, {counts['removed']} removed), "
-              f"{counts['objects']} objects in instances.parquet")
+              f"{counts['objects']} objects in instances.parquet{items}")
         return 0
     splits = ", ".join(f"{name} {n}" for name, n in counts.items() if name not in ("tiles", "written", "removed"))
     print(f"{args.dest}: {counts['tiles']} tiles ({counts['written']} written, {counts['removed']} removed); {splits}")

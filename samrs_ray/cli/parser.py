@@ -188,10 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a version in a layout other training code reads")
     export.add_argument("--out", required=True)
-    export.add_argument("--format", required=True, choices=["samrs", "mmseg", "coco", "geo"],
+    export.add_argument("--format", required=True, choices=["samrs", "mmseg", "coco", "geo", "stac"],
                         help="samrs: images/ gray/ color/ ins/, train.txt valid.txt; mmseg: img_dir/ ann_dir/ by "
                              "split; coco: <split>.json; geo: a label COG per scene and instances.parquet "
-                             "(GeoParquet polygons; needs the geo extra)")
+                             "(GeoParquet polygons; needs the geo extra); stac: geo's files and a STAC Collection of label "
+                             "Items, one per scene (collection.json, items/)")
     export.add_argument("--dest", required=True, help="where to write (any fsspec URI); reruns update it")
     export.add_argument("--version", help=VERSION_HELP)
     export.add_argument("--instances", choices=["pkl", "json"], default="pkl",

@@ -44,7 +44,7 @@ from samrs_ray.encoding.png import image_png
 from samrs_ray.handoff.coco import write_coco
 from samrs_ray.inputs.images import decode_image
 
-Format = Literal["samrs", "mmseg", "coco", "geo"]
+Format = Literal["samrs", "mmseg", "coco", "geo", "stac"]
 FORMATS: tuple[Format, ...] = ("samrs", "mmseg", "coco", "geo")
 Instances = Literal["pkl", "json"]
 INSTANCE_FORMATS: tuple[Instances, ...] = ("pkl", "json")
@@ -90,13 +90,14 @@ def export(out: str, dest: str, fmt: Format, version: Version = None,
     Arguments:
       out (str), dest (str): the dataset's folder and where to write, at any fsspec URI.
       fmt (str): 'samrs' (images/ gray/ color/ ins/, train.txt valid.txt), 'mmseg' (img_dir/ ann_dir/
-        by split), 'coco' (<split>.json) or 'geo' (a label COG per scene and GeoParquet polygons).
+        by split), 'coco' (<split>.json), 'geo' (a label COG per scene and GeoParquet polygons) or
+        'stac' (geo's files, and a STAC Collection with a label Item per scene).
       version (int or str or None): a version number or run id; None for the latest.
       instances (str): samrs's ins/ files, 'pkl' (as SAMRS released them) or 'json'.
 
     Returns:
       (dict[str, int]): tiles, written, removed and tiles per split; for 'geo': scenes, written,
-        removed, objects.
+        removed, objects; for 'stac', those and items (the Items rewritten).
     """
     if instances not in INSTANCE_FORMATS:
         raise ValueError(f"instances must be one of {INSTANCE_FORMATS}, not {instances!r}")
@@ -104,6 +105,10 @@ def export(out: str, dest: str, fmt: Format, version: Version = None,
         from samrs_ray.handoff.geo_export import export_geo  # the geo extra
 
         return export_geo(out, dest, version, storage_options)
+    if fmt == "stac":
+        from samrs_ray.handoff.stac_export import export_stac  # the geo extra
+
+        return export_stac(out, dest, version, storage_options)
     tiles = sorted(manifest.read_dataset(out, "tiles", storage_options, version=version).to_pylist(),
                    key=lambda t: t["tile_id"])
     per_split: dict[str, list[str]] = defaultdict(list)

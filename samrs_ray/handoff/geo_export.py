@@ -186,7 +186,7 @@ def merge_parts(fs, root: str, now: dict[str, dict], before: dict[str, dict]) ->
     by_crs: dict[Optional[str], list[pa.Table]] = defaultdict(list)
     for name in sorted(now):
         by_crs[now[name]["crs"]].append(read_objects(fs.cat_file(part_path(root, name))))
-    names = {crs: "instances.parquet" if len(by_crs) == 1 else f"instances.{crs_tag(crs)}.parquet" for crs in by_crs}
+    names = {crs: instances_file(crs, set(by_crs)) for crs in by_crs}
     total = 0
     for crs, parts in by_crs.items():
         table = pa.concat_tables(parts)
@@ -200,6 +200,12 @@ def merge_parts(fs, root: str, now: dict[str, dict], before: dict[str, dict]) ->
         if storage.exists(fs, storage.join(root, stale)):
             fs.rm_file(storage.join(root, stale))
     return total
+
+
+def instances_file(crs: Optional[str], crss: set[Optional[str]]) -> str:
+    """The name of the GeoParquet file that holds the objects of the scenes in `crs`, when the
+    export's scenes are in `crss`: one file for one CRS, else one per CRS."""
+    return "instances.parquet" if len(crss) == 1 else f"instances.{crs_tag(crs)}.parquet"
 
 
 def crs_tag(crs: Optional[str]) -> str:
