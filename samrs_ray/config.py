@@ -52,6 +52,7 @@ class JobConfig:
     bands: Optional[tuple[int, ...]] = None
     stretch: Optional[str] = None
     class_field: str = "class"
+    stac_asset: Optional[str] = None  # --images a STAC document: the asset of each Item to read (None: 'visual')
     paint_order: str = "annotation"
     write_color: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)

@@ -70,3 +70,37 @@ def write_geojson(path: Path, features: list[dict]) -> Path:
         out.append({"type": "Feature", "id": i, "properties": {"class": f.get("class")}, "geometry": geometry})
     path.write_text(json.dumps({"type": "FeatureCollection", "features": out}))
     return path
+
+
+def stac_item(item_id: str, raster: Optional[Path], assets: dict[str, str], updated: str = "2026-01-01T00:00:00Z"
+              ) -> dict:
+    """A STAC 1.1 Item with projection-extension fields read from `raster` (when given), and
+    `assets` {key: href} (COGs, role visual for 'visual')."""
+    properties = {"datetime": "2025-06-01T10:00:00Z", "updated": updated}
+    geometry, bbox, extensions = None, None, []
+    if raster is not None:
+        import rasterio
+        from pyproj import Transformer
+
+        with rasterio.open(raster) as src:
+            if src.crs:
+                properties.update({"proj:code": src.crs.to_string(), "proj:shape": [src.height, src.width],
+                                   "proj:transform": list(src.transform)[:6]})
+                extensions.append("https://stac-extensions.github.io/projection/v2.0.0/schema.json")
+                to_lonlat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+                left, bottom, right, top = src.bounds
+                ring = [list(to_lonlat.transform(x, y)) for x, y in
+                        ((left, bottom), (right, bottom), (right, top), (left, top), (left, bottom))]
+                geometry = {"type": "Polygon", "coordinates": [ring]}
+                bbox = [min(p[0] for p in ring), min(p[1] for p in ring), max(p[0] for p in ring),
+                        max(p[1] for p in ring)]
+    return {"type": "Feature", "stac_version": "1.1.0", "stac_extensions": extensions, "id": item_id,
+            "geometry": geometry, **({"bbox": bbox} if bbox else {}), "properties": properties, "links": [],
+            "assets": {key: {"href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                             "roles": ["visual" if key == "visual" else "data"]} for key, href in assets.items()}}
+
+
+def write_item_collection(path: Path, items: list[dict]) -> Path:
+    """A saved STAC search: an ItemCollection (GeoJSON FeatureCollection) of `items`."""
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}, indent=1))
+    return path

@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=ShowDefaults)
     gen.add_argument("--preset", required=True, choices=[*PRESETS, "custom"],
                      help="sota (DOTA), sior (DIOR), fast (FAIR1M), or custom with --classes")
-    gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...)")
+    gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...); with "
+                                                   "--label-format vector also a STAC ItemCollection, Catalog or "
+                                                   "Collection (.json): each Item a scene")
     gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml), or with "
                                                    "--label-format vector a vector layer or a folder of them")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
@@ -131,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stretch", metavar="none|minmax|percentile:LOW,HIGH",
                      help="raster scenes: how values become 8 bits, computed once per scene (default: none for "
                           "8-bit rasters, else percentile:2,98)")
+    gen.add_argument("--stac-asset", metavar="KEY",
+                     help="STAC scenes: the asset of each Item to read (default: 'visual', else the Item's one "
+                          "asset with the visual role)")
     gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")

@@ -71,6 +71,8 @@ class RunRecord:
     # {scene: {'bands', 'dtype', 'stretch', 'low', 'high'}} for a map run's raster scenes stretched
     # to 8 bits (16-bit or float data): the values computed once per scene, per chosen band
     stretch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {scene: {'item': URI, 'asset': key}} for the scenes read from STAC Items (inputs/stac.py)
+    items: dict[str, dict[str, str]] = field(default_factory=dict)
     # {table: Delta version} of this version's tables (dataset/delta.py); {} in records written before them
     tables: dict[str, int] = field(default_factory=dict)
     # scene_cache.inputs_digest of what the run was given ("": not known): a run given the same
@@ -78,9 +80,9 @@ class RunRecord:
     inputs: str = ""
 
     def to_json(self) -> bytes:
-        # `stretch` only where a scene was stretched: the records of other runs still open in a
-        # samrs-ray from before the field
-        fields_ = {k: v for k, v in self.__dict__.items() if k != "stretch" or v}
+        # `stretch` and `items` only where a scene was stretched or came from STAC: the records of
+        # other runs still open in a samrs-ray from before those fields
+        fields_ = {k: v for k, v in self.__dict__.items() if k not in ("stretch", "items") or v}
         return (json.dumps(fields_, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod

@@ -34,9 +34,9 @@ from samrs_ray.dataset.versions import Version
 from samrs_ray.encoding.labelmap import paint
 from samrs_ray.encoding.rle import decode_crop, string_to_counts
 from samrs_ray.handoff.geoparquet import OBJECTS, objects_table, read_objects, table_bytes
-from samrs_ray.inputs.listing import stem
 from samrs_ray.inputs.presets import IGNORE_ID
 from samrs_ray.inputs.rasters import open_raster, tile_transform
+from samrs_ray.planning.tiling import scene_of
 
 STATE_FOLDER = ".samrs-ray-geo"
 TILE_COLUMNS = ["tile_id", "source_uri", "x0", "y0", "width", "height", "fingerprint", "crs", "transform"]
@@ -65,7 +65,7 @@ def export_geo(out: str, dest: str, version: Version = None, storage_options: Op
     now: dict[str, dict] = {}
     written = 0
     for source, scene_tiles in sorted(scenes.items()):
-        name = stem(source)
+        name = scene_of(scene_tiles[0]["tile_id"])  # not the file's stem: a STAC scene is named by its Item
         digest = sorted([t["tile_id"], t["fingerprint"]] for t in scene_tiles)
         now[name] = {"tiles": digest}
         if before.get(name, {}).get("tiles") == digest and storage.exists(fs, part_path(root, name)):

@@ -38,6 +38,7 @@ from samrs_ray.handoff.geoparquet import read_objects
 from samrs_ray.inputs.listing import stem
 from samrs_ray.inputs.presets import IGNORE_ID, Preset
 from samrs_ray.inputs.rasters import open_raster
+from samrs_ray.planning.tiling import scene_of
 
 ITEMS_FOLDER = "items"
 # pystac deprecates its label extension's API (the extension is unmaintained upstream), so its
@@ -57,8 +58,8 @@ def export_stac(out: str, dest: str, version: Version = None, storage_options: O
     out_fs, out_root = storage.open_fs(out, options)
     record = versions.find(out_fs, out_root, version)
     preset = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.config["preset"].items()})
-    sources = {stem(row["source_uri"]): row["source_uri"]
-               for row in manifest.read_dataset(out, "tiles", options, ["source_uri"], version=version).to_pylist()}
+    sources = {scene_of(row["tile_id"]): row["source_uri"] for row in
+               manifest.read_dataset(out, "tiles", options, ["tile_id", "source_uri"], version=version).to_pylist()}
     fs, root = storage.open_fs(dest, options)
     state = json.loads(fs.cat_file(storage.join(root, STATE_FOLDER, "state.json")))
     crss = {scene["crs"] for scene in state.values()}
@@ -129,7 +130,11 @@ def scene_item(name: str, source: str, cog: Any, objects: Counter, preset: Prese
     data["collection"] = COLLECTION_ID
     data["links"] = [{"rel": rel, "href": "../collection.json", "type": "application/json"}
                      for rel in ("root", "parent", "collection")]
-    if source:  # the imagery it labels
+    if name in record.items:  # the STAC Item of the imagery it labels, and which of its assets
+        data["links"].append({"rel": "source", "href": record.items[name]["item"], "type": "application/geo+json",
+                              "title": f"the scene's Item; its asset {record.items[name]['asset']!r} was read",
+                              "samrs:asset": record.items[name]["asset"], "label:assets": ["labels"]})
+    elif source:  # the image file it labels
         data["links"].append({"rel": "source", "href": source, "title": "the scene's image", "label:assets": ["labels"]})
     return data
 

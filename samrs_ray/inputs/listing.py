@@ -19,6 +19,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".b
 
 # A scene name becomes part of output file names (tile ids), so it must be a plain name.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+STAC_SUFFIXES = (".json", ".geojson")  # --images naming one of these is a STAC document (inputs/stac.py)
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,8 @@ def pair_by_stem(
         else:
             pairs.append(ScenePair(name, found_images[0], found_labels[0]))
     return pairs, issues
+
+
+def is_stac(uri: str) -> bool:
+    """Does `--images` name a STAC document (a JSON file) rather than a folder of images?"""
+    return uri.lower().endswith(STAC_SUFFIXES)

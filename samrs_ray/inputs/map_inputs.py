@@ -13,12 +13,13 @@ extra. Nothing here knows of Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
 
 import fsspec
 
@@ -31,6 +32,9 @@ from samrs_ray.inputs.rasters import RasterScene, Stretch, read_scene
 from samrs_ray.inputs.vectors import Feature, read_layer
 from samrs_ray.planning.footprints import assign_features
 from samrs_ray.planning.plan import object_record
+
+if TYPE_CHECKING:
+    from samrs_ray.inputs.stac import StacScene
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,22 @@ class MapScenes:
     objects: dict[str, str]  # scene name -> JSON list of plan.object_record in scene pixels
     issues: list[InputIssue]
     placed: int  # objects placed on scenes, all scenes together
+    # scene name -> {'item': its STAC Item's URI, 'asset': the asset read}, for scenes from STAC
+    items: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], labels_uri: str, preset: Preset,
                class_field: str, bands: Optional[tuple[int, ...]], stretch: Optional[Stretch],
-               storage_options: dict, fs: fsspec.AbstractFileSystem, out: str) -> MapScenes:
-    """Read the layers and the rasters' headers (cached), and place every feature on its scenes."""
+               storage_options: dict, fs: fsspec.AbstractFileSystem, out: str,
+               items: Optional[dict[str, "StacScene"]] = None) -> MapScenes:
+    """Read the layers and the rasters' headers (cached), and place every feature on its scenes.
+    `items`: {raster URI: the STAC Item it is an asset of}; such a scene is named by its Item's id,
+    any other by its file's stem."""
+    items = items or {}
     issues: list[InputIssue] = []
     by_name: dict[str, str] = {}
     for uri in sorted(images):
-        name = stem(uri)
+        name = items[uri].item_id if uri in items else stem(uri)
         if not SAFE_NAME.fullmatch(name) or name in by_name:
             issues.append(InputIssue(uri, f"scene name {name!r} is unusable or shared by two rasters "
                                           "(allowed: letters, digits, . _ -; one raster per name)", stage=Stage.PAIR))
@@ -65,10 +75,11 @@ def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], lab
     headers = read_headers(by_name, images, bands, stretch, storage_options, fs, out)
     rasters: dict[str, RasterScene] = {}
     for name, header in headers.items():
+        item = f"item {name}: " if by_name[name] in items else ""  # a STAC Item's asset: name the Item too
         if isinstance(header, InputIssue):
-            issues.append(header)
+            issues.append(dataclasses.replace(header, reason=item + header.reason))
         elif header.crs is None:
-            issues.append(InputIssue(header.uri, "the raster has no CRS: map features cannot be placed on it "
+            issues.append(InputIssue(header.uri, f"{item}the raster has no CRS: map features cannot be placed on it "
                                                  "(set one: gdal_edit.py -a_srs EPSG:...)", stage=Stage.READ))
         else:
             rasters[name] = header
@@ -84,7 +95,9 @@ def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], lab
     objects = {name: json.dumps([object_record(a, c) for a, c in placed.get(name, ())], sort_keys=True)
                for name in rasters}
     keys = {name: image_key(rasters[name], images[rasters[name].uri]) for name in rasters}
-    return MapScenes(pairs, rasters, keys, objects, issues, placed=sum(map(len, placed.values())))
+    from_stac = {items[r.uri].item_id: {"item": items[r.uri].item_uri, "asset": items[r.uri].asset}
+                 for r in rasters.values() if r.uri in items}
+    return MapScenes(pairs, rasters, keys, objects, issues, placed=sum(map(len, placed.values())), items=from_stac)
 
 
 def image_key(raster: RasterScene, stored: StoredFile) -> str:
@@ -97,7 +110,8 @@ def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: 
                  stretch: Optional[Stretch], storage_options: dict, fs: fsspec.AbstractFileSystem, out: str
                  ) -> dict[str, RasterScene | InputIssue]:
     """Each scene's RasterScene (or the InputIssue of a raster GDAL cannot read, or the store did
-    not give), from the cache where the file's version and the settings are the same."""
+    not give), from the cache where the file's version and the settings are the same: what GDAL
+    made of it, header or error (a store's refusal is not kept: the file may be fine)."""
     settings = json.dumps([list(bands or ()), str(stretch) if stretch else None])
     cache = read_cache(fs, out)
     fresh: dict[str, RasterScene | InputIssue] = {}
@@ -105,7 +119,9 @@ def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: 
     for name, uri in by_name.items():
         hit = cache.get(uri)
         if hit and hit["version"] == images[uri].version and hit["settings"] == settings and images[uri].version:
-            fresh[name] = RasterScene.from_dict(hit["scene"])
+            # a raster GDAL could not read stays unreadable until the store has another version of it
+            fresh[name] = (InputIssue(uri, hit["issue"], stage=Stage.READ) if "issue" in hit
+                           else RasterScene.from_dict(hit["scene"]))
         else:
             todo.append(name)
 
@@ -120,8 +136,9 @@ def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: 
     with ThreadPoolExecutor(HEADER_THREADS) as pool:
         fresh.update(zip(todo, pool.map(header, todo)))
     if todo:
-        entries = {by_name[n]: {"version": images[by_name[n]].version, "settings": settings, "scene": s.to_dict()}
-                   for n, s in fresh.items() if isinstance(s, RasterScene)}
+        entries = {by_name[n]: {"version": images[by_name[n]].version, "settings": settings,
+                                **({"scene": s.to_dict()} if isinstance(s, RasterScene) else {"issue": s.reason})}
+                   for n, s in fresh.items() if isinstance(s, RasterScene) or s.stage == Stage.READ}
         write_cache(fs, out, entries)
     return fresh
 

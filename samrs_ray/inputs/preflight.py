@@ -7,6 +7,7 @@ installed; the checkpoint is checked by the driver right after (job.actor.model_
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib.util
@@ -24,13 +25,15 @@ from samrs_ray.dataset import storage
 from samrs_ray.errors import ConfigError, InputError, RunFailed, StoreError
 from samrs_ray.inputs.annotation import InputIssue, Stage
 from samrs_ray.inputs.formats import LABEL_FORMATS
-from samrs_ray.inputs.listing import IMAGE_SUFFIXES, ScenePair, StoredFile, list_files, list_sizes, pair_by_stem
+from samrs_ray.inputs.listing import (IMAGE_SUFFIXES, ScenePair, StoredFile, is_stac, list_files, list_sizes,
+                                      pair_by_stem)
 from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.inputs.splits import scene_splits
 from samrs_ray.masks.engines import ENGINES
 
 if TYPE_CHECKING:
     from samrs_ray.inputs.map_inputs import MapScenes
+    from samrs_ray.inputs.stac import StacScene
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ def find_inputs(config: JobConfig) -> Inputs:
     fmt = config.preset.label_format
     if fmt == "vector":
         return find_map_inputs(config)
+    if is_stac(config.images):
+        raise ConfigError(f"--images {config.images}: STAC items are map scenes: give --label-format vector and "
+                          "vector layers as --labels")
     images = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
     labels = list_folder("--labels", config.labels, LABEL_FORMATS[fmt].suffixes, config)
     pairs, issues = pair_by_stem(sorted(images), sorted(labels))
@@ -181,7 +187,30 @@ def remove_empty_tree(folder: str) -> None:
             return
 
 
-GEO_MODULES = ("rasterio", "pyproj", "pyogrio")
+GEO_MODULES = ("rasterio", "pyproj", "pyogrio", "pystac")
+
+
+def list_images(config: JobConfig, suffixes: tuple[str, ...]
+                ) -> tuple[dict[str, StoredFile], dict[str, "StacScene"], list[InputIssue]]:
+    """A map run's rasters: the files under --images, or the assets of the STAC Items it names
+    (inputs/stac.py), with the Item of each asset and the Items that cannot be scenes."""
+    if not is_stac(config.images):
+        return list_folder("--images", config.images, suffixes, config), {}, []
+    from samrs_ray.inputs.stac import stac_scenes
+
+    try:
+        return stac_scenes(config.images, config.stac_asset, config.storage_options)
+    except InputError as error:
+        raise ConfigError(f"--images {config.images}: {error.reason}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"--images {config.images}: no such file{nearest_name(config.images, config)}") from None
+    except StoreError:
+        raise
+    except Exception as error:
+        if storage.is_unreachable(error):
+            raise unreachable("--images", config.images, config, error) from error
+        raise ConfigError(f"--images {config.images}: cannot read it as STAC: {type(error).__name__}: {error}"
+                          ) from error
 
 
 def find_map_inputs(config: JobConfig) -> Inputs:
@@ -193,11 +222,12 @@ def find_map_inputs(config: JobConfig) -> Inputs:
     from samrs_ray.inputs.map_inputs import map_scenes
     from samrs_ray.inputs.rasters import RASTER_SUFFIXES, Stretch
 
-    images = list_folder("--images", config.images, RASTER_SUFFIXES, config)
+    images, items, item_issues = list_images(config, RASTER_SUFFIXES)
     layers = list_folder("--labels", config.labels, LABEL_FORMATS["vector"].suffixes, config)
     fs, out = storage.open_fs(config.out, config.storage_options)
     maps = map_scenes(images, layers, config.labels, config.preset, config.class_field, config.bands,
-                      Stretch.parse(config.stretch), config.storage_options, fs, out)
+                      Stretch.parse(config.stretch), config.storage_options, fs, out, items)
+    maps = dataclasses.replace(maps, issues=item_issues + maps.issues)
     refused = any(issue.stage == Stage.STORE for issue in maps.issues)  # then a partial night, not a wrong flag
     if not maps.placed and not refused:
         first = "; ".join(str(issue) for issue in maps.issues[:3])

@@ -81,11 +81,12 @@ class Outcome:
 def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str, started: datetime,
            checksum: str, committed: Optional[RunRecord], index: incremental.ShardIndex,
            outcome: Outcome, n_pairs: int, cluster: dict[str, Any], unread: dict[str, tuple[str, str]],
-           stretch: dict[str, dict[str, Any]], given: str) -> RunRecord:
+           stretch: dict[str, dict[str, Any]], given: str, items: dict[str, dict[str, str]]) -> RunRecord:
     """Write the version the run's rows make, commit it as the version after `committed`, clean
     up; returns the committed record. `unread`: the scenes the store did not give, {image uri:
     (scene, why)}, whose committed tiles stay; `stretch`: RunRecord.stretch; `given`:
-    RunRecord.inputs. Raises ConcurrentRunError when another run committed since this one started."""
+    RunRecord.inputs; `items`: RunRecord.items. Raises ConcurrentRunError when another run committed
+    since this one started."""
     partial = outcome.keep_committed(index, committed, unread)
     new_shards = index_new_shards(fs, out, index, outcome, config.write_color)
     wanted = outcome.wanted()
@@ -102,7 +103,7 @@ def finish(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: s
         counts=counts(outcome, n_pairs, wanted, index, len(removed)), shards=shards, errors=error_shards,
         changes={"processed": processed[:100], "removed": removed[:100]},
         cluster=cluster, version=(committed.version if committed else 0) + 1,
-        parent=committed.run_id if committed else "", partial=partial, stretch=stretch,
+        parent=committed.run_id if committed else "", partial=partial, stretch=stretch, items=items,
         tables=delta.next_pins(committed), inputs=given,
     )
     check_present(fs, out, shards, index)

@@ -151,7 +151,7 @@ def work(fs: fsspec.AbstractFileSystem, out: str, config: JobConfig, run_id: str
     rasters = inputs.maps.rasters if inputs.maps else {}
     stretched = {name: r.stretch_record() for name, r in rasters.items() if r.stretch.method != "none"}
     record = finish(fs, out, config, run_id, started, checksum, committed, index, outcome, len(pairs), cluster,
-                    not_given, stretched, given or "")
+                    not_given, stretched, given or "", inputs.maps.items if inputs.maps else {})
     clock.lap("commit")
     return record
 

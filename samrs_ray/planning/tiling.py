@@ -105,6 +105,15 @@ def tile_id(scene_name: str, size: Optional[int], window: Window) -> str:
     return f"{name}__{size}__{window.x0}___{window.y0}"
 
 
+TILE_ID = re.compile(r"(?P<scene>.+)__\d+__\d+___\d+")
+
+
+def scene_of(tile: str) -> str:
+    """The (safe) scene name a tile id starts with: tile_id's inverse; an untiled tile's id is its scene's."""
+    match = TILE_ID.fullmatch(tile)
+    return match["scene"] if match else tile
+
+
 def object_shape(annotation: Annotation) -> BaseGeometry:
     """The object's outline as a valid shapely geometry: its polygon, else its box."""
     if annotation.polygon is not None:

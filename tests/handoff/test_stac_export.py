@@ -11,43 +11,15 @@ import pytest
 
 pytest.importorskip("pystac")
 
-import jsonschema  # noqa: E402
 import pystac  # noqa: E402
 import shapely  # noqa: E402
-from referencing import Registry, Resource  # noqa: E402
 
 import samrs_ray  # noqa: E402
 from tests.geodata import UTM33, box_in_lonlat, write_geojson, write_raster  # noqa: E402
+from tests.handoff.helpers import stac_registry, validate_stac  # noqa: E402
 
 pytestmark = pytest.mark.slow
-SCHEMAS = Path(__file__).parents[1] / "data" / "stac"
-CORE = "https://schemas.stacspec.org/v1.1.0/"
 BOXES = [("plane", (100, 100, 400, 300)), ("ship", (900, 700, 1200, 1000)), ("ship", (1250, 80, 1450, 300))]
-
-
-def registry() -> Registry:
-    """Every schema of tests/data/stac under its $id; the core's parts also where item.json and
-    collection.json's relative $refs point."""
-    resources = []
-    for path in SCHEMAS.rglob("*.json"):
-        contents = json.loads(path.read_text())
-        resource = Resource.from_contents(contents)
-        resources.append((contents["$id"].rstrip("#"), resource))
-        if path.parent.name == "core":
-            spec = {"item": "item-spec", "collection": "collection-spec", "catalog": "catalog-spec"}.get(path.stem,
-                                                                                                    "item-spec")
-            resources.append((f"{CORE}{spec}/json-schema/{path.name}", resource))
-    return Registry().with_resources(resources)
-
-
-def validate(document: dict, kind: str, schemas: Registry) -> list[str]:
-    """Validate against the core schema of `kind` and each extension the document declares (an
-    extension missing from tests/data fails: nothing is fetched). Returns the schemas used."""
-    used = [f"{CORE}{kind}-spec/json-schema/{kind}.json", *document.get("stac_extensions", [])]
-    for uri in used:
-        schema = schemas.contents(uri.rstrip("#"))
-        jsonschema.Draft7Validator(schema, registry=schemas).validate(document)
-    return used
 
 
 def test_a_map_run_exports_label_items_that_validate_and_pystac_reads(tmp_path: Path, local_ray) -> None:
@@ -63,11 +35,11 @@ def test_a_map_run_exports_label_items_that_validate_and_pystac_reads(tmp_path: 
     counts = samrs_ray.export(str(out), str(dest), "stac")
     assert counts["scenes"] == counts["items"] == 1
 
-    schemas = registry()
+    schemas = stac_registry()
     collection = json.loads((dest / "collection.json").read_text())
     item = json.loads((dest / "items" / "field.json").read_text())
-    validate(collection, "collection", schemas)
-    used = validate(item, "item", schemas)
+    validate_stac(collection, "collection", schemas)
+    used = validate_stac(item, "item", schemas)
     assert {u.split("/")[3] for u in used[1:]} == {"label", "classification", "projection", "processing"}
 
     properties = item["properties"]
@@ -97,14 +69,14 @@ def test_a_map_run_exports_label_items_that_validate_and_pystac_reads(tmp_path: 
 def test_scenes_without_a_crs_are_items_without_geometry(sota_box_run, tmp_path: Path) -> None:
     out, record = sota_box_run
     counts = samrs_ray.export(str(out), str(tmp_path / "stac"), "stac")
-    schemas = registry()
+    schemas = stac_registry()
     items = sorted((tmp_path / "stac" / "items").glob("*.json"))
     assert len(items) == counts["scenes"] == record.counts["scenes_ok"]
     for path in items:
         item = json.loads(path.read_text())
-        validate(item, "item", schemas)
+        validate_stac(item, "item", schemas)
         assert item["geometry"] is None and item["properties"]["proj:code"] is None
     collection = json.loads((tmp_path / "stac" / "collection.json").read_text())
-    validate(collection, "collection", schemas)
+    validate_stac(collection, "collection", schemas)
     assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == sorted(
         f"./items/{p.name}" for p in items)

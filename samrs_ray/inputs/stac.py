@@ -1,0 +1,119 @@
+"""Scenes from STAC: `--images` may name a STAC ItemCollection (a saved search) or a static
+Catalog or Collection, as JSON at any fsspec URI. Each Item is a raster scene named by its id,
+read from one of its assets (`--stac-asset`, default 'visual').
+
+    collection.json / items.json -> Items (pystac, read through fsspec) -> {asset URI: StoredFile}
+      and {asset URI: StacScene}: the Item's id, its own URI and the asset's key
+
+An Item's store version is what the Item says of the asset: its `updated` (or `datetime`) and the
+asset's fields (href, `file:checksum`, `file:size`, ...). So a night whose Items are unchanged reads
+the catalog's JSON and no asset byte; an Item updated upstream is read again. An Item without the
+asset, or whose id is no usable name, is an InputIssue naming the Item and the problem. Needs
+pystac (the geo extra). Nothing here knows of Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import pystac
+
+from samrs_ray.dataset import storage
+from samrs_ray.errors import InputError
+from samrs_ray.inputs.annotation import InputIssue, Stage
+from samrs_ray.inputs.listing import SAFE_NAME, StoredFile
+
+DEFAULT_ASSET = "visual"
+
+
+@dataclass(frozen=True)
+class StacScene:
+    """Where a scene came from: its Item's id and URI, and the asset read."""
+
+    item_id: str
+    item_uri: str
+    asset: str
+
+
+class _FsspecStacIO(pystac.StacIO):
+    """pystac's reads through fsspec (any store, with the run's storage options); it writes nothing."""
+
+    def __init__(self, storage_options: dict) -> None:
+        super().__init__()
+        self.storage_options = storage_options
+
+    def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+        uri = str(source)
+        return storage.read_bytes(uri, self.storage_options).decode()
+
+    def write_text(self, dest: Any, txt: str, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("samrs-ray reads STAC inputs; it does not write them")
+
+
+def read_items(uri: str, storage_options: dict) -> Iterator[tuple[pystac.Item, str]]:
+    """Every Item of the ItemCollection, Catalog or Collection at `uri` (a Catalog's children too),
+    with the Item's URI (`<uri>#<id>` for an Item of an ItemCollection that has no self link).
+    InputError naming `uri` when it is no STAC document."""
+    io = _FsspecStacIO(storage_options)
+    try:
+        data = json.loads(io.read_text(uri))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(uri, f"not a STAC JSON document: {error}") from None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "FeatureCollection":
+        collection = pystac.ItemCollection.from_dict(data, preserve_dict=False)
+        for item in collection:
+            where = item.get_self_href() or f"{uri}#{item.id}"
+            if item.get_self_href() is None:  # relative asset hrefs are relative to the file that holds them
+                item.set_self_href(uri)
+            yield item, where
+    elif kind in ("Catalog", "Collection"):
+        catalog = pystac.read_dict(data, href=uri, stac_io=io)
+        yield from ((item, item.get_self_href() or f"{uri}#{item.id}") for item in catalog.get_items(recursive=True))
+    elif kind == "Feature":
+        yield pystac.Item.from_dict(data, href=uri), uri
+    else:
+        raise InputError(uri, f"not a STAC ItemCollection, Catalog, Collection or Item (type {kind!r})")
+
+
+def choose_asset(item: pystac.Item, wanted: Optional[str]) -> Optional[str]:
+    """The asset key to read: `wanted`, or by default 'visual', else the one asset whose roles say
+    'visual'; None when there is none."""
+    if wanted:
+        return wanted if wanted in item.assets else None
+    if DEFAULT_ASSET in item.assets:
+        return DEFAULT_ASSET
+    visual = [key for key, asset in item.assets.items() if "visual" in (asset.roles or [])]
+    return visual[0] if len(visual) == 1 else None
+
+
+def stac_scenes(uri: str, asset: Optional[str], storage_options: dict
+                ) -> tuple[dict[str, StoredFile], dict[str, StacScene], list[InputIssue]]:
+    """The rasters of the Items at `uri`: ({asset URI: StoredFile}, {asset URI: StacScene}, the Items
+    that cannot be scenes)."""
+    files: dict[str, StoredFile] = {}
+    scenes: dict[str, StacScene] = {}
+    issues: list[InputIssue] = []
+    seen: set[str] = set()
+    for item, source in read_items(uri, storage_options):
+        key = choose_asset(item, asset)
+        if not SAFE_NAME.fullmatch(item.id) or item.id in seen:
+            issues.append(InputIssue(source, f"item id {item.id!r} is unusable as a scene name or shared by two "
+                                             "items (allowed: letters, digits, . _ -)", stage=Stage.PAIR))
+            continue
+        if key is None:
+            issues.append(InputIssue(source, f"item {item.id} has no asset {asset or DEFAULT_ASSET!r} (its assets: "
+                                             f"{', '.join(sorted(item.assets)) or 'none'}); choose one with "
+                                             "--stac-asset", stage=Stage.READ))
+            continue
+        seen.add(item.id)
+        chosen = item.assets[key]
+        href = chosen.get_absolute_href() or chosen.href
+        stamp = [item.properties.get("updated") or item.properties.get("datetime"), chosen.to_dict()]
+        files[href] = StoredFile(int(chosen.extra_fields.get("file:size") or 0),
+                                 hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest())
+        scenes[href] = StacScene(item.id, source, key)
+    return files, scenes, issues

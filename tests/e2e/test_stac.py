@@ -1,0 +1,99 @@
+"""Scenes from STAC: an ItemCollection of COGs and a GeoJSON of boxes through `generate` and
+`export --format stac`, locally and on S3 (SeaweedFS), with the box engine. Items that cannot be
+scenes are errors rows naming the Item."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pystac")
+
+import samrs_ray  # noqa: E402
+from tests.geodata import box_in_lonlat, stac_item, write_geojson, write_item_collection, write_raster  # noqa: E402
+from tests.handoff.helpers import stac_registry, validate_stac  # noqa: E402
+from tests.seaweed import CountingProxy, S3Server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+BOXES = [("plane", (100, 100, 400, 300)), ("ship", (900, 700, 1200, 1000))]
+RASTERIO = Path(__file__).parents[1] / "data" / "rasterio"
+
+
+def write_inputs(folder: Path) -> Path:
+    """Rasters, an ItemCollection of them with relative hrefs (two scenes, three bad Items), the
+    boxes and the classes; returns the ItemCollection."""
+    (folder / "cogs").mkdir(parents=True)
+    (folder / "layers").mkdir()
+    write_raster(folder / "cogs" / "field.tif", 1500, 1200, cog=True)
+    write_raster(folder / "cogs" / "pixels.tif", 300, 200, crs=None, cog=True)
+    shutil.copy(RASTERIO / "rgb-byte-tenth.tif", folder / "cogs" / "landsat.tif")
+    (folder / "cogs" / "broken.tif").write_text("not a raster")
+    items = [stac_item("S2A_field", folder / "cogs" / "field.tif", {"visual": "cogs/field.tif"}),
+             stac_item("L7_landsat", folder / "cogs" / "landsat.tif", {"visual": "cogs/landsat.tif"}),
+             stac_item("bands_only", folder / "cogs" / "field.tif", {"B04": "cogs/field.tif"}),
+             stac_item("no_crs", None, {"visual": "cogs/pixels.tif"}),
+             stac_item("broken", None, {"visual": "cogs/broken.tif"})]
+    write_geojson(folder / "layers" / "boxes.geojson", [{"class": c, "ring": box_in_lonlat(*b)} for c, b in BOXES])
+    (folder / "classes.txt").write_text("plane\nship\n")
+    return write_item_collection(folder / "search.json", items)
+
+
+def generate(stac: str, labels: str, out: str, classes: Path, options: dict | None = None) -> samrs_ray.RunRecord:
+    return samrs_ray.generate(preset="custom", classes=classes, label_format="vector", images=stac, labels=labels,
+                              out=out, model="box", storage_options=options, say=lambda _: None)
+
+
+def test_an_item_collection_becomes_scenes_named_by_item_and_a_label_collection(tmp_path: Path, local_ray) -> None:
+    stac = write_inputs(tmp_path)
+    out = str(tmp_path / "out")
+    record = generate(str(stac), str(tmp_path / "layers"), out, tmp_path / "classes.txt")
+    tiles = samrs_ray.read(out, "tiles").to_pylist()
+    assert {t["tile_id"].split("__")[0] for t in tiles} == {"S2A_field"}  # no box falls on L7_landsat
+    assert record.items == {"S2A_field": {"item": f"{stac}#S2A_field", "asset": "visual"},
+                            "L7_landsat": {"item": f"{stac}#L7_landsat", "asset": "visual"}}
+    errors = {e["source_uri"]: e["reason"] for e in samrs_ray.read(out, "errors").to_pylist()}
+    assert "item bands_only has no asset 'visual' (its assets: B04)" in errors[f"{stac}#bands_only"]
+    assert errors[str(tmp_path / "cogs" / "pixels.tif")].startswith("item no_crs: the raster has no CRS")
+    assert errors[str(tmp_path / "cogs" / "broken.tif")].startswith("item broken: ")
+    # every Item is a scene or an errors row
+    assert record.counts["scenes_ok"] == 2 and record.counts["objects"] == len(BOXES)
+
+    dest = tmp_path / "stac-out"
+    samrs_ray.export(out, str(dest), "stac")
+    schemas = stac_registry()
+    assert sorted(p.name for p in (dest / "items").iterdir()) == ["S2A_field.json"]  # the scene with tiles
+    item = json.loads((dest / "items" / "S2A_field.json").read_text())
+    validate_stac(item, "item", schemas)
+    assert [(link["href"], link["samrs:asset"]) for link in item["links"] if link["rel"] == "source"] == [
+        (f"{stac}#S2A_field", "visual")]
+    assert (dest / "S2A_field.tif").is_file() and not (dest / "field.tif").exists()
+
+
+def test_on_s3_an_unchanged_night_reads_no_asset_byte_and_an_updated_item_is_read_again(
+        s3: S3Server, tmp_path: Path, local_ray) -> None:
+    prefix = f"stac-{uuid.uuid4().hex[:8]}"
+    write_inputs(tmp_path / "data")
+    data, out = s3.upload_dir(tmp_path / "data", f"{prefix}/data"), s3.uri(f"{prefix}/out")
+    classes = tmp_path / "data" / "classes.txt"
+    first = generate(f"{data}/search.json", f"{data}/layers", out, classes, s3.storage_options)
+    assert first.counts["scenes_ok"] == 2 and first.counts["processed"] > 0
+    proxy = CountingProxy(s3)
+    with proxy as counted:
+        second = generate(f"{data}/search.json", f"{data}/layers", out, classes, counted.storage_options)
+    assert proxy.reads(f"{s3.bucket}/{prefix}/data/cogs") == []
+    assert second.counts["processed"] == 0 and second.counts["tiles"] == first.counts["tiles"]
+
+    # upstream updates the Item: its scene is read again and, as for a raster with a new store version,
+    # every window of it recomputed
+    search = json.loads((tmp_path / "data" / "search.json").read_text())
+    search["features"][0]["properties"]["updated"] = "2026-02-01T00:00:00Z"
+    s3.filesystem().pipe(f"{s3.bucket}/{prefix}/data/search.json", json.dumps(search).encode())
+    proxy = CountingProxy(s3)
+    with proxy as counted:
+        third = generate(f"{data}/search.json", f"{data}/layers", out, classes, counted.storage_options)
+    assert {r.split("/")[-1] for r in proxy.reads(f"{s3.bucket}/{prefix}/data/cogs")} == {"field.tif"}
+    assert third.counts["tiles"] == third.counts["processed"] == first.counts["tiles"]
