@@ -57,16 +57,19 @@ def generate(*, say: Callable[[str], None] = print, **options: Any) -> RunRecord
         flag = "--" + name.replace("_", "-")
         if value is None or value is False:
             continue
+        # '--flag=value', so that a value starting with '-' (a bbox's west) is not read as an option
         if value is True:
             argv.append(flag)
         elif name == "split_list" and isinstance(value, dict):
-            argv += [part for split, uri in value.items() for part in (flag, f"{split}={uri}")]
+            argv += [f"{flag}={split}={uri}" for split, uri in value.items()]
+        elif name == "collection" and isinstance(value, (list, tuple)):
+            argv += [f"{flag}={collection}" for collection in value]
         elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
+            argv.append(f"{flag}={json.dumps(value)}")
         elif isinstance(value, (list, tuple)):
-            argv += [flag, ",".join(map(str, value))]
+            argv.append(f"{flag}={','.join(map(str, value))}")
         else:
-            argv += [flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+            argv.append(f"{flag}={os.fspath(value) if isinstance(value, os.PathLike) else value}")
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):

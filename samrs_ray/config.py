@@ -53,6 +53,11 @@ class JobConfig:
     stretch: Optional[str] = None
     class_field: str = "class"
     stac_asset: Optional[str] = None  # --images a STAC document: the asset of each Item to read (None: 'visual')
+    # --stac-search: `images` is a STAC API whose search (these collections, bbox, datetime) gives the scenes
+    stac_search: bool = False
+    collections: tuple[str, ...] = ()
+    bbox: Optional[tuple[float, float, float, float]] = None  # west, south, east, north in lon/lat
+    datetime: Optional[str] = None  # RFC 3339 instant or interval, e.g. 2025-01-01/2025-12-31
     paint_order: str = "annotation"
     write_color: bool = True
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +117,8 @@ class JobConfig:
         if self.stretch is not None:
             from samrs_ray.inputs.rasters import Stretch  # numpy only; checks the spelling before Ray starts
             Stretch.parse(self.stretch)
+        if (self.collections or self.bbox or self.datetime) and not self.stac_search:
+            raise ConfigError("--collection, --bbox and --datetime filter a --stac-search; give the API's URL there")
         if self.out.rstrip("/") in (self.images.rstrip("/"), self.labels.rstrip("/")):
             raise ConfigError("--out must not be the --images or --labels folder")
 

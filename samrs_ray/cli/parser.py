@@ -50,6 +50,16 @@ def band_list(text: str) -> tuple[int, ...]:
     return bands
 
 
+def bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        west, south, east, north = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give west,south,east,north in degrees, e.g. 14.9,41.9,15.1,42.1") from None
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south < north <= 90):
+        raise argparse.ArgumentTypeError("give west,south,east,north in degrees, south below north")
+    return west, south, east, north
+
+
 def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -99,9 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=ShowDefaults)
     gen.add_argument("--preset", required=True, choices=[*PRESETS, "custom"],
                      help="sota (DOTA), sior (DIOR), fast (FAIR1M), or custom with --classes")
-    gen.add_argument("--images", required=True, help="folder of scene images (local, s3://, gs://, ...); with "
-                                                   "--label-format vector also a STAC ItemCollection, Catalog or "
-                                                   "Collection (.json): each Item a scene")
+    scenes = gen.add_mutually_exclusive_group(required=True)
+    scenes.add_argument("--images", help="folder of scene images (local, s3://, gs://, ...); with --label-format vector "
+                                         "also a STAC ItemCollection, Catalog or Collection (.json): each Item a scene")
+    scenes.add_argument("--stac-search", metavar="URL",
+                        help="with --label-format vector: the scenes are the Items a search of this STAC API finds "
+                             "(--collection, --bbox, --datetime)")
     gen.add_argument("--labels", required=True, help="folder of label files (DOTA .txt or VOC/FAIR1M .xml), or with "
                                                    "--label-format vector a vector layer or a folder of them")
     gen.add_argument("--out", required=True, help="dataset folder (created; reruns update it incrementally)")
@@ -133,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stretch", metavar="none|minmax|percentile:LOW,HIGH",
                      help="raster scenes: how values become 8 bits, computed once per scene (default: none for "
                           "8-bit rasters, else percentile:2,98)")
+    gen.add_argument("--collection", action="append", dest="collections", metavar="ID",
+                     help="--stac-search: a collection to search; repeatable")
+    gen.add_argument("--bbox", type=bbox, metavar="W,S,E,N", help="--stac-search: lon/lat bounds of the Items")
+    gen.add_argument("--datetime", metavar="RANGE",
+                     help="--stac-search: an RFC 3339 instant or interval, e.g. 2025-01-01/2025-12-31")
     gen.add_argument("--stac-asset", metavar="KEY",
                      help="STAC scenes: the asset of each Item to read (default: 'visual', else the Item's one "
                           "asset with the visual role)")
@@ -277,6 +295,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     and an option left out (None) keeps JobConfig's default."""
     fields = {f.name for f in dataclasses.fields(JobConfig)}
     given = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    if args.stac_search:
+        given.update(images=args.stac_search, stac_search=True)
+    given["collections"] = tuple(args.collections or ())
     given.update(preset=make_preset(args), write_color=not args.no_color, gpu_wait_s=args.gpu_wait,
                  ray_timeout_s=args.ray_timeout,
                  split_lists=split_lists(args.split_list))

@@ -80,7 +80,7 @@ def find_inputs(config: JobConfig) -> Inputs:
     fmt = config.preset.label_format
     if fmt == "vector":
         return find_map_inputs(config)
-    if is_stac(config.images):
+    if is_stac(config.images) or config.stac_search:
         raise ConfigError(f"--images {config.images}: STAC items are map scenes: give --label-format vector and "
                           "vector layers as --labels")
     images = list_folder("--images", config.images, IMAGE_SUFFIXES, config)
@@ -194,12 +194,13 @@ def list_images(config: JobConfig, suffixes: tuple[str, ...]
                 ) -> tuple[dict[str, StoredFile], dict[str, "StacScene"], list[InputIssue]]:
     """A map run's rasters: the files under --images, or the assets of the STAC Items it names
     (inputs/stac.py), with the Item of each asset and the Items that cannot be scenes."""
-    if not is_stac(config.images):
+    if not is_stac(config.images) and not config.stac_search:
         return list_folder("--images", config.images, suffixes, config), {}, []
-    from samrs_ray.inputs.stac import stac_scenes
+    from samrs_ray.inputs.stac import StacSearch, stac_scenes
 
+    search = StacSearch(config.collections, config.bbox, config.datetime) if config.stac_search else None
     try:
-        return stac_scenes(config.images, config.stac_asset, config.storage_options)
+        return stac_scenes(config.images, config.stac_asset, config.storage_options, search)
     except InputError as error:
         raise ConfigError(f"--images {config.images}: {error.reason}") from None
     except FileNotFoundError:

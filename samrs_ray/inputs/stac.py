@@ -1,9 +1,10 @@
 """Scenes from STAC: `--images` may name a STAC ItemCollection (a saved search) or a static
-Catalog or Collection, as JSON at any fsspec URI. Each Item is a raster scene named by its id,
-read from one of its assets (`--stac-asset`, default 'visual').
+Catalog or Collection, as JSON at any fsspec URI, and `--stac-search URL` searches a STAC API
+(pystac-client). Each Item is a raster scene named by its id, read from one of its assets
+(`--stac-asset`, default 'visual').
 
-    collection.json / items.json -> Items (pystac, read through fsspec) -> {asset URI: StoredFile}
-      and {asset URI: StacScene}: the Item's id, its own URI and the asset's key
+    collection.json / items.json / a search -> Items (pystac, read through fsspec)
+      -> {asset URI: StoredFile} and {asset URI: StacScene}: the Item's id, its own URI, the asset's key
 
 An Item's store version is what the Item says of the asset: its `updated` (or `datetime`) and the
 asset's fields (href, `file:checksum`, `file:size`, ...). So a night whose Items are unchanged reads
@@ -79,6 +80,23 @@ def read_items(uri: str, storage_options: dict) -> Iterator[tuple[pystac.Item, s
         raise InputError(uri, f"not a STAC ItemCollection, Catalog, Collection or Item (type {kind!r})")
 
 
+@dataclass(frozen=True)
+class StacSearch:
+    """A search of a STAC API (`--stac-search URL`): what its Items must match."""
+
+    collections: tuple[str, ...] = ()
+    bbox: Optional[tuple[float, float, float, float]] = None  # west, south, east, north in lon/lat
+    datetime: Optional[str] = None  # RFC 3339 instant or interval
+
+    def items(self, url: str) -> Iterator[tuple[pystac.Item, str]]:
+        """The Items the API at `url` finds, each with its own URI (its self link), page by page."""
+        from pystac_client import Client
+
+        found = Client.open(url).search(collections=list(self.collections) or None, bbox=self.bbox,
+                                        datetime=self.datetime)
+        yield from ((item, item.get_self_href() or f"{url}#{item.id}") for item in found.items())
+
+
 def choose_asset(item: pystac.Item, wanted: Optional[str]) -> Optional[str]:
     """The asset key to read: `wanted`, or by default 'visual', else the one asset whose roles say
     'visual'; None when there is none."""
@@ -90,15 +108,15 @@ def choose_asset(item: pystac.Item, wanted: Optional[str]) -> Optional[str]:
     return visual[0] if len(visual) == 1 else None
 
 
-def stac_scenes(uri: str, asset: Optional[str], storage_options: dict
+def stac_scenes(uri: str, asset: Optional[str], storage_options: dict, search: Optional[StacSearch] = None
                 ) -> tuple[dict[str, StoredFile], dict[str, StacScene], list[InputIssue]]:
-    """The rasters of the Items at `uri`: ({asset URI: StoredFile}, {asset URI: StacScene}, the Items
-    that cannot be scenes)."""
+    """The rasters of the Items at `uri` (with `search`: that the STAC API at `uri` finds):
+    ({asset URI: StoredFile}, {asset URI: StacScene}, the Items that cannot be scenes)."""
     files: dict[str, StoredFile] = {}
     scenes: dict[str, StacScene] = {}
     issues: list[InputIssue] = []
     seen: set[str] = set()
-    for item, source in read_items(uri, storage_options):
+    for item, source in search.items(uri) if search else read_items(uri, storage_options):
         key = choose_asset(item, asset)
         if not SAFE_NAME.fullmatch(item.id) or item.id in seen:
             issues.append(InputIssue(source, f"item id {item.id!r} is unusable as a scene name or shared by two "
@@ -111,7 +129,10 @@ def stac_scenes(uri: str, asset: Optional[str], storage_options: dict
             continue
         seen.add(item.id)
         chosen = item.assets[key]
-        href = chosen.get_absolute_href() or chosen.href
+        # a relative href is relative to the Item's document; an absolute path stays a path (pystac
+        # would make it a path on the API's host)
+        absolute = "://" in chosen.href or chosen.href.startswith("/")
+        href = chosen.href if absolute else chosen.get_absolute_href() or chosen.href
         stamp = [item.properties.get("updated") or item.properties.get("datetime"), chosen.to_dict()]
         files[href] = StoredFile(int(chosen.extra_fields.get("file:size") or 0),
                                  hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest())

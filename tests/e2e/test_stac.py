@@ -1,6 +1,6 @@
-"""Scenes from STAC: an ItemCollection of COGs and a GeoJSON of boxes through `generate` and
-`export --format stac`, locally and on S3 (SeaweedFS), with the box engine. Items that cannot be
-scenes are errors rows naming the Item."""
+"""Scenes from STAC: an ItemCollection of COGs and a GeoPackage of boxes through `generate`,
+`export --format stac` and TorchGeo, locally and on S3 (SeaweedFS), with the box engine. Items
+that cannot be scenes are errors rows naming the Item."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ import pytest
 
 pytest.importorskip("pystac")
 
+import geopandas  # noqa: E402
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+import shapely  # noqa: E402
+import torch  # noqa: E402
+
 import samrs_ray  # noqa: E402
-from tests.geodata import box_in_lonlat, stac_item, write_geojson, write_item_collection, write_raster  # noqa: E402
+from tests.geodata import box_in_lonlat, stac_item, write_item_collection, write_raster  # noqa: E402
 from tests.handoff.helpers import stac_registry, validate_stac  # noqa: E402
 from tests.seaweed import CountingProxy, S3Server  # noqa: E402
+from tests.stacapi import StacApi  # noqa: E402
 
 pytestmark = pytest.mark.slow
 BOXES = [("plane", (100, 100, 400, 300)), ("ship", (900, 700, 1200, 1000))]
@@ -25,7 +32,7 @@ RASTERIO = Path(__file__).parents[1] / "data" / "rasterio"
 
 def write_inputs(folder: Path) -> Path:
     """Rasters, an ItemCollection of them with relative hrefs (two scenes, three bad Items), the
-    boxes and the classes; returns the ItemCollection."""
+    boxes (a GeoPackage in lon/lat) and the classes; returns the ItemCollection."""
     (folder / "cogs").mkdir(parents=True)
     (folder / "layers").mkdir()
     write_raster(folder / "cogs" / "field.tif", 1500, 1200, cog=True)
@@ -37,7 +44,9 @@ def write_inputs(folder: Path) -> Path:
              stac_item("bands_only", folder / "cogs" / "field.tif", {"B04": "cogs/field.tif"}),
              stac_item("no_crs", None, {"visual": "cogs/pixels.tif"}),
              stac_item("broken", None, {"visual": "cogs/broken.tif"})]
-    write_geojson(folder / "layers" / "boxes.geojson", [{"class": c, "ring": box_in_lonlat(*b)} for c, b in BOXES])
+    boxes = geopandas.GeoDataFrame({"class": [c for c, _ in BOXES]},
+                                   geometry=[shapely.Polygon(box_in_lonlat(*b)) for _, b in BOXES], crs="EPSG:4326")
+    boxes.to_file(folder / "layers" / "boxes.gpkg")
     (folder / "classes.txt").write_text("plane\nship\n")
     return write_item_collection(folder / "search.json", items)
 
@@ -72,6 +81,19 @@ def test_an_item_collection_becomes_scenes_named_by_item_and_a_label_collection(
         (f"{stac}#S2A_field", "visual")]
     assert (dest / "S2A_field.tif").is_file() and not (dest / "field.tif").exists()
 
+    # TorchGeo: the scene's COG and its label COG (named by the Item) sample aligned, pixel for pixel
+    from torchgeo.samplers import RandomGeoSampler
+
+    pairs = samrs_ray.SceneRasters(tmp_path / "cogs" / "field.tif") & samrs_ray.LabelRasters(dest / "S2A_field.tif")
+    with rasterio.open(dest / "S2A_field.tif") as label, rasterio.open(tmp_path / "cogs" / "field.tif") as scene:
+        painted, pixels, origin = label.read(1), scene.read(), label.transform
+    torch.manual_seed(1)
+    for query in RandomGeoSampler(pairs, size=128, length=8):
+        sample = pairs[query]
+        col, row = round((query[0].start - origin.c) / origin.a), round((origin.f - query[1].stop) / origin.a)
+        assert np.array_equal(sample["mask"].numpy(), painted[row:row + 128, col:col + 128])
+        assert np.array_equal(sample["image"].numpy(), pixels[:, row:row + 128, col:col + 128].astype(np.float32))
+
 
 def test_on_s3_an_unchanged_night_reads_no_asset_byte_and_an_updated_item_is_read_again(
         s3: S3Server, tmp_path: Path, local_ray) -> None:
@@ -97,3 +119,35 @@ def test_on_s3_an_unchanged_night_reads_no_asset_byte_and_an_updated_item_is_rea
         third = generate(f"{data}/search.json", f"{data}/layers", out, classes, counted.storage_options)
     assert {r.split("/")[-1] for r in proxy.reads(f"{s3.bucket}/{prefix}/data/cogs")} == {"field.tif"}
     assert third.counts["tiles"] == third.counts["processed"] == first.counts["tiles"]
+
+
+def test_a_search_of_a_stac_api_gives_the_items_it_finds(tmp_path: Path, local_ray) -> None:
+    write_inputs(tmp_path)
+    search = json.loads((tmp_path / "search.json").read_text())
+    for item in search["features"]:  # an API serves absolute hrefs, and Items of a collection
+        item["collection"] = "fields"
+        for asset in item["assets"].values():
+            asset["href"] = str(tmp_path / asset["href"])
+    search["features"][1]["properties"]["datetime"] = "2024-06-01T10:00:00Z"  # L7_landsat: outside the dates
+    (tmp_path / "api-items.json").write_text(json.dumps(search))
+    (tmp_path / "collection.json").write_text(json.dumps({
+        "type": "Collection", "stac_version": "1.1.0", "id": "fields", "description": "test scenes",
+        "license": "CC0-1.0", "links": [],
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}}}))
+    out = str(tmp_path / "out")
+    with StacApi([tmp_path / "collection.json", tmp_path / "api-items.json"]) as api:
+        record = samrs_ray.generate(preset="custom", classes=tmp_path / "classes.txt", label_format="vector",
+                                    stac_search=api.url, collection="fields", datetime="2025-01-01/2025-12-31",
+                                    bbox=(-180, -90, 180, 90), labels=tmp_path / "layers", out=out, model="box",
+                                    say=lambda _: None)
+    assert record.items == {"S2A_field": {"item": f"{api.url}/collections/fields/items/S2A_field", "asset": "visual"}}
+    assert record.config["stac_search"] and record.config["datetime"] == "2025-01-01/2025-12-31"
+    errors = {e["source_uri"] for e in samrs_ray.read(out, "errors").to_pylist()}
+    assert f"{api.url}/collections/fields/items/bands_only" in errors  # found, but without a visual asset
+    assert not any("L7_landsat" in e for e in errors)  # not found: not an input of this run
+
+    # the API gone: an outage (exit 4), nothing written
+    with pytest.raises(samrs_ray.RunFailed, match="does not answer"):
+        samrs_ray.generate(preset="custom", classes=tmp_path / "classes.txt", label_format="vector",
+                           stac_search=api.url, labels=tmp_path / "layers", out=out, model="box", say=lambda _: None)
+    assert [r.version for r in samrs_ray.versions(out)] == [1]
