@@ -104,3 +104,20 @@ def write_item_collection(path: Path, items: list[dict]) -> Path:
     """A saved STAC search: an ItemCollection (GeoJSON FeatureCollection) of `items`."""
     path.write_text(json.dumps({"type": "FeatureCollection", "features": items}, indent=1))
     return path
+
+
+def write_band_files(rgb: Path, folder: Path, names: tuple[str, ...] = ("B04", "B03", "B02")) -> list[Path]:
+    """Each band of the raster `rgb` as a single-band COG on its grid (a Sentinel-2-like Item's
+    band assets): `folder/<name>.tif`, in band order."""
+    import rasterio
+
+    with rasterio.open(rgb) as src:
+        profile = {**src.profile, "count": 1, "driver": "COG", "compress": "deflate", "blocksize": 256}
+        for key in ("tiled", "blockxsize", "blockysize", "interleave"):
+            profile.pop(key, None)
+        paths = []
+        for band, name in enumerate(names, start=1):
+            paths.append(folder / f"{name}.tif")
+            with rasterio.open(paths[-1], "w", **profile) as dst:
+                dst.write(src.read(band), 1)
+    return paths

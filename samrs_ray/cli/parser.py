@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--datetime", metavar="RANGE",
                      help="--stac-search: an RFC 3339 instant or interval, e.g. 2025-01-01/2025-12-31")
     gen.add_argument("--stac-asset", metavar="KEY",
-                     help="STAC scenes: the asset of each Item to read (default: 'visual', else the Item's one "
-                          "asset with the visual role)")
+                     help="STAC scenes: the asset of each Item to read, or band assets to stack as R,G,B "
+                          "(e.g. B04,B03,B02; default: 'visual', else the Item's one asset with the visual role, "
+                          "else its red, green and blue bands)")
     gen.add_argument("--paint-order", choices=PAINT_ORDERS, default=DEFAULTS["paint_order"],
                      help="overlaps in label maps: annotation order, later wins (SAMRS); or larger first")
     gen.add_argument("--no-color", action="store_true", help="do not write color/ palette PNGs")

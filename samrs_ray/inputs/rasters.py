@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from samrs_ray.dataset import storage
 from samrs_ray.errors import ConfigError, InputError
-
-T = TypeVar("T")
+from samrs_ray.inputs.raster_store import StoreFiles, failed
 
 # The longest side of the decimated read a scene's stretch is computed from: 1 Mpx, which a COG
 # serves from one overview level, and enough for percentiles to within a grey level.
 STRETCH_SAMPLE = 1024
-# fsspec's read-ahead per request for a remote scene: about one deflated 512 x 512 COG block, so a
-# window costs a few range requests and no more bytes than it needs.
-REMOTE_BLOCK = 1 << 20
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # GeoTIFF and COG first; any GDAL raster works
 Transform = tuple[float, float, float, float, float, float]  # a, b, c, d, e, f (rasterio's Affine order)
@@ -88,9 +83,13 @@ class RasterScene:
     dtype: str
     nodata: Optional[float]  # the declared nodata value; None: the file's mask, if any, says
     stretch: Stretch
+    # a scene of single-band files, one per band (a STAC Item's B04, B03, B02): their URIs, `uri`
+    # the first; their bands are the scene's bands 1, 2, 3 (open_scene). Empty: one file, `uri`.
+    band_uris: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # without band_uris when there are none: the image keys of one-file scenes stay as they were
+        return {k: v for k, v in asdict(self).items() if k != "band_uris" or v}
 
     def stretch_record(self) -> dict[str, Any]:
         """How this scene's values became 8 bits, as the run's record keeps it."""
@@ -101,6 +100,7 @@ class RasterScene:
     def from_dict(cls, data: dict[str, Any]) -> "RasterScene":
         stretch = data["stretch"]
         return cls(**{**data, "transform": tuple(data["transform"]), "bands": tuple(data["bands"]),
+                      "band_uris": tuple(data.get("band_uris", ())),
                       "stretch": Stretch(stretch["method"], tuple(stretch["percentiles"]), tuple(stretch["low"]),
                                          tuple(stretch["high"]))})
 
@@ -127,11 +127,63 @@ def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
         yield Raster(dataset, uri, store)
 
 
+@contextmanager
+def open_scene(scene: RasterScene, storage_options: dict) -> Iterator[Any]:
+    """The scene's raster: its file, or its band files as one raster (open_bands)."""
+    opened = open_bands(scene.band_uris, storage_options) if scene.band_uris else open_raster(scene.uri,
+                                                                                              storage_options)
+    with opened as src:
+        yield src
+
+
+@contextmanager
+def open_bands(uris: tuple[str, ...], storage_options: dict) -> Iterator["BandStack"]:
+    """Single-band files on one grid as one raster whose band i is file i's first band. InputError
+    naming a file whose grid (size, CRS, transform) is not the first file's."""
+    with ExitStack() as stack:
+        rasters = [stack.enter_context(open_raster(uri, storage_options)) for uri in uris]
+        grid = (rasters[0].width, rasters[0].height, rasters[0].crs, rasters[0].transform)
+        for uri, raster in zip(uris[1:], rasters[1:]):
+            if (raster.width, raster.height, raster.crs, raster.transform) != grid:
+                raise InputError(uri, f"this band's grid (size, CRS, transform) differs from {uris[0]}'s")
+        yield BandStack(rasters)
+
+
+class BandStack:
+    """Band files read as one raster: the header is the first file's, and `read` stacks each file's
+    first band (colour interpretation: red, green, blue, in the files' order)."""
+
+    def __init__(self, rasters: list["Raster"]):
+        self.rasters = rasters
+
+    def __getattr__(self, name: str) -> Any:  # width, height, crs, transform, nodata
+        return getattr(self.rasters[0], name)
+
+    @property
+    def count(self) -> int:
+        return len(self.rasters)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(r.dtypes[0] for r in self.rasters)
+
+    @property
+    def colorinterp(self) -> tuple[Any, ...]:
+        from rasterio.enums import ColorInterp
+
+        return (ColorInterp.red, ColorInterp.green, ColorInterp.blue)[:self.count]
+
+    def read(self, indexes: list[int], out_shape: Optional[tuple[int, ...]] = None, **kwargs: Any) -> Any:
+        if out_shape is not None:
+            kwargs["out_shape"] = out_shape[-2:]
+        return np.ma.stack([self.rasters[i - 1].read(1, **kwargs) for i in indexes])
+
+
 class Raster:
     """An open raster scene: rasterio's dataset, whose pixel reads are retried when the store
     failed them."""
 
-    def __init__(self, dataset: Any, uri: str, store: Optional["StoreFiles"]):
+    def __init__(self, dataset: Any, uri: str, store: Optional[StoreFiles]):
         self.dataset, self.uri, self.store = dataset, uri, store
 
     def __getattr__(self, name: str) -> Any:
@@ -147,91 +199,12 @@ class Raster:
         return storage.with_retries(self.uri, once)
 
 
-def failed(uri: str, store: Optional["StoreFiles"], reason: str) -> Exception:
-    """The error of a failed GDAL call: when a read from the store failed, the store's error as an
-    OSError, which storage.with_retries retries (the store is asked again) and at last turns into
-    a StoreError; else the file's (InputError)."""
-    failure = store.failure if store is not None else None
-    if failure is None:
-        return InputError(uri, reason)
-    store.failure = None
-    if isinstance(failure, FileNotFoundError):
-        return InputError(uri, "file not found (deleted while it was read?)")
-    return failure if isinstance(failure, OSError) else OSError(f"{type(failure).__name__}: {failure}")
-
-
-class StoreFiles:
-    """What rasterio's `opener` asks of a store (rasterio.abc.FileContainer): files opened with a
-    read-ahead of REMOTE_BLOCK, so GDAL's small range reads cost no more than they need. Every
-    call records the store's error: rasterio turns any into "cannot open", which must not read as
-    a bad file (a file not found is the file's own trouble, and rasterio probes for one)."""
-
-    def __init__(self, fs: Any):
-        self.fs = fs
-        self.failure: Optional[BaseException] = None  # the last error a call to the store raised
-
-    def watched(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except FileNotFoundError:
-            raise
-        except Exception as error:
-            self.failure = error
-            raise
-
-    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        file = self.watched(lambda: self.fs.open(path, mode, block_size=REMOTE_BLOCK, cache_type="readahead"))
-        return Watched(file, self)
-
-    def isfile(self, path: str) -> bool:
-        return self.watched(lambda: self.fs.isfile(path))
-
-    def isdir(self, path: str) -> bool:
-        return self.watched(lambda: self.fs.isdir(path))
-
-    def ls(self, path: str) -> list[str]:
-        return self.watched(lambda: self.fs.ls(path, detail=False))
-
-    def mtime(self, path: str) -> int:
-        return 0  # GDAL asks, and does nothing with it for reading
-
-    def modified(self, path: str) -> datetime:
-        return datetime.fromtimestamp(0, timezone.utc)  # as mtime: asked, not used for reading
-
-    def size(self, path: str) -> int:
-        return self.watched(lambda: self.fs.size(path))
-
-
-class Watched:
-    """A store's file object whose failed read is a short read, with the error recorded on its
-    container: GDAL only says that a read failed, and the job must tell a store that went away
-    from a corrupt file. A read must not raise: rasterio's read callback turns an exception into
-    (size_t)-1 bytes read, and GDAL aborts the process."""
-
-    def __init__(self, file: Any, store: StoreFiles):
-        self.file, self.store = file, store
-
-    def read(self, *args: Any) -> bytes:
-        try:
-            return self.file.read(*args)
-        except Exception as error:
-            self.store.failure = error
-            return b""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.file, name)
-
-    def __enter__(self) -> "Watched":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.file.close()
-
-
 def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]] = None,
-               stretch: Optional[Stretch] = None) -> RasterScene:
-    """The scene's header, its bands and its stretch (computed here: one decimated read)."""
-    with open_raster(uri, storage_options) as src:
+               stretch: Optional[Stretch] = None, band_uris: tuple[str, ...] = ()) -> RasterScene:
+    """The scene's header, its bands and its stretch (computed here: one decimated read).
+    `band_uris`: the scene is these single-band files, `uri` the first (open_bands)."""
+    opened = open_bands(band_uris, storage_options) if band_uris else open_raster(uri, storage_options)
+    with opened as src:
         chosen = choose_bands(src, bands, uri)
         georeferenced = src.crs is not None
         transform = tuple(src.transform)[:6] if georeferenced or not src.transform.is_identity else (
@@ -241,7 +214,7 @@ def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]]
         if stretch.method != "none":
             stretch = measured(src, chosen, stretch, uri)
         return RasterScene(uri, src.width, src.height, src.crs.to_string() if georeferenced else None,
-                           transform, chosen, src.dtypes[chosen[0] - 1], src.nodata, stretch)
+                           transform, chosen, src.dtypes[chosen[0] - 1], src.nodata, stretch, band_uris)
 
 
 def choose_bands(src: Any, bands: Optional[tuple[int, ...]], uri: str) -> tuple[int, int, int]:

@@ -1,7 +1,9 @@
 """Scenes from STAC: `--images` may name a STAC ItemCollection (a saved search) or a static
 Catalog or Collection, as JSON at any fsspec URI, and `--stac-search URL` searches a STAC API
 (pystac-client). Each Item is a raster scene named by its id, read from one of its assets
-(`--stac-asset`, default 'visual').
+(`--stac-asset`, default 'visual'), or from three single-band assets stacked as R, G, B
+(`--stac-asset B04,B03,B02`; by default the assets whose bands' common names are red, green and
+blue, when the Item has no visual asset).
 
     collection.json / items.json / a search -> Items (pystac, read through fsspec)
       -> {asset URI: StoredFile} and {asset URI: StacScene}: the Item's id, its own URI, the asset's key
@@ -36,7 +38,8 @@ class StacScene:
 
     item_id: str
     item_uri: str
-    asset: str
+    asset: str  # the asset's key, or the band assets' keys joined by ','
+    band_uris: tuple[str, ...] = ()  # a scene of single-band assets: their URIs, in R, G, B order
 
 
 class _FsspecStacIO(pystac.StacIO):
@@ -97,15 +100,30 @@ class StacSearch:
         yield from ((item, item.get_self_href() or f"{url}#{item.id}") for item in found.items())
 
 
-def choose_asset(item: pystac.Item, wanted: Optional[str]) -> Optional[str]:
-    """The asset key to read: `wanted`, or by default 'visual', else the one asset whose roles say
-    'visual'; None when there is none."""
+def choose_assets(item: pystac.Item, wanted: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The asset keys to read: `wanted` ('visual', or 'B04,B03,B02' for bands stacked as R, G, B),
+    or by default 'visual', else the one asset whose roles say 'visual', else the assets of the
+    red, green and blue bands; None when the Item has none of them."""
     if wanted:
-        return wanted if wanted in item.assets else None
+        keys = tuple(wanted.split(","))
+        return keys if all(key in item.assets for key in keys) else None
     if DEFAULT_ASSET in item.assets:
-        return DEFAULT_ASSET
+        return (DEFAULT_ASSET,)
     visual = [key for key, asset in item.assets.items() if "visual" in (asset.roles or [])]
-    return visual[0] if len(visual) == 1 else None
+    if len(visual) == 1:
+        return (visual[0],)
+    by_colour = {common_name(asset): key for key, asset in item.assets.items()}
+    rgb = tuple(by_colour.get(colour) for colour in ("red", "green", "blue"))
+    return rgb if None not in rgb else None  # type: ignore[return-value]
+
+
+def common_name(asset: pystac.Asset) -> Optional[str]:
+    """The common name (red, green, ...) of a single-band asset: STAC 1.1's `bands`, or the eo
+    extension's `eo:bands` of STAC 1.0."""
+    bands = asset.extra_fields.get("bands") or asset.extra_fields.get("eo:bands") or []
+    if len(bands) != 1 or not isinstance(bands[0], dict):
+        return None
+    return bands[0].get("eo:common_name") or bands[0].get("common_name")
 
 
 def stac_scenes(uri: str, asset: Optional[str], storage_options: dict, search: Optional[StacSearch] = None
@@ -117,24 +135,29 @@ def stac_scenes(uri: str, asset: Optional[str], storage_options: dict, search: O
     issues: list[InputIssue] = []
     seen: set[str] = set()
     for item, source in search.items(uri) if search else read_items(uri, storage_options):
-        key = choose_asset(item, asset)
+        keys = choose_assets(item, asset)
         if not SAFE_NAME.fullmatch(item.id) or item.id in seen:
             issues.append(InputIssue(source, f"item id {item.id!r} is unusable as a scene name or shared by two "
                                              "items (allowed: letters, digits, . _ -)", stage=Stage.PAIR))
             continue
-        if key is None:
+        if keys is None:
             issues.append(InputIssue(source, f"item {item.id} has no asset {asset or DEFAULT_ASSET!r} (its assets: "
-                                             f"{', '.join(sorted(item.assets)) or 'none'}); choose one with "
-                                             "--stac-asset", stage=Stage.READ))
+                                             f"{', '.join(sorted(item.assets)) or 'none'}), nor red, green and "
+                                             "blue band assets; choose with --stac-asset", stage=Stage.READ))
             continue
         seen.add(item.id)
-        chosen = item.assets[key]
-        # a relative href is relative to the Item's document; an absolute path stays a path (pystac
-        # would make it a path on the API's host)
-        absolute = "://" in chosen.href or chosen.href.startswith("/")
-        href = chosen.href if absolute else chosen.get_absolute_href() or chosen.href
-        stamp = [item.properties.get("updated") or item.properties.get("datetime"), chosen.to_dict()]
-        files[href] = StoredFile(int(chosen.extra_fields.get("file:size") or 0),
-                                 hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest())
-        scenes[href] = StacScene(item.id, source, key)
+        chosen = [item.assets[key] for key in keys]
+        hrefs = tuple(absolute_href(a) for a in chosen)
+        stamp = [item.properties.get("updated") or item.properties.get("datetime"), [a.to_dict() for a in chosen]]
+        files[hrefs[0]] = StoredFile(sum(int(a.extra_fields.get("file:size") or 0) for a in chosen),
+                                     hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest())
+        scenes[hrefs[0]] = StacScene(item.id, source, ",".join(keys), hrefs if len(hrefs) > 1 else ())
     return files, scenes, issues
+
+
+def absolute_href(asset: pystac.Asset) -> str:
+    """A relative href resolved against the Item's document; an absolute path stays a path (pystac
+    would make it a path on an API's host)."""
+    if "://" in asset.href or asset.href.startswith("/"):
+        return asset.href
+    return asset.get_absolute_href() or asset.href

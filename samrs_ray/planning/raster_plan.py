@@ -20,7 +20,7 @@ import shapely
 
 from samrs_ray.errors import InputError, StoreError
 from samrs_ray.inputs.annotation import InputIssue
-from samrs_ray.inputs.rasters import RasterScene, open_raster, read_window, tile_transform
+from samrs_ray.inputs.rasters import RasterScene, open_scene, read_window, tile_transform
 from samrs_ray.job.rows import Kind, Stage, Status, empty_row, error_row
 from samrs_ray.planning.plan import PlanSettings, fingerprint, object_record, pixels_key, record_annotation
 from samrs_ray.planning.tiling import Window, objects_in_window, plan_windows, tile_id
@@ -125,7 +125,7 @@ def with_pixels(part: RasterPart, rows: list[dict[str, Any]], pad_value: tuple[i
     """The rows, each 'todo' tile with its window's pixels and nodata mask; a window that is all
     nodata becomes an error row (its objects are on no image). Unreadable: the part's error."""
     try:
-        with open_raster(part.raster.uri, storage_options) as src:
+        with open_scene(part.raster, storage_options) as src:
             for row in rows:
                 if row["status"] != Status.TODO:
                     yield row

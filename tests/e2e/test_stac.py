@@ -20,7 +20,8 @@ import shapely  # noqa: E402
 import torch  # noqa: E402
 
 import samrs_ray  # noqa: E402
-from tests.geodata import box_in_lonlat, stac_item, write_item_collection, write_raster  # noqa: E402
+from tests.geodata import (box_in_lonlat, stac_item, write_band_files, write_item_collection,  # noqa: E402
+                           write_raster)
 from tests.handoff.helpers import stac_registry, validate_stac  # noqa: E402
 from tests.seaweed import CountingProxy, S3Server  # noqa: E402
 from tests.stacapi import StacApi  # noqa: E402
@@ -30,9 +31,10 @@ BOXES = [("plane", (100, 100, 400, 300)), ("ship", (900, 700, 1200, 1000))]
 RASTERIO = Path(__file__).parents[1] / "data" / "rasterio"
 
 
-def write_inputs(folder: Path) -> Path:
-    """Rasters, an ItemCollection of them with relative hrefs (two scenes, three bad Items), the
-    boxes (a GeoPackage in lon/lat) and the classes; returns the ItemCollection."""
+def write_inputs(folder: Path, bands: bool = False) -> Path:
+    """Rasters, an ItemCollection of them with relative hrefs (two scenes, three bad Items; with
+    `bands`, a third scene of single-band COGs on S2A_field's grid), the boxes (a GeoPackage in
+    lon/lat) and the classes; returns the ItemCollection."""
     (folder / "cogs").mkdir(parents=True)
     (folder / "layers").mkdir()
     write_raster(folder / "cogs" / "field.tif", 1500, 1200, cog=True)
@@ -44,6 +46,14 @@ def write_inputs(folder: Path) -> Path:
              stac_item("bands_only", folder / "cogs" / "field.tif", {"B04": "cogs/field.tif"}),
              stac_item("no_crs", None, {"visual": "cogs/pixels.tif"}),
              stac_item("broken", None, {"visual": "cogs/broken.tif"})]
+    if bands:  # B04, B03, B02 with the eo extension's common names: no visual asset, so they are stacked
+        (folder / "cogs" / "s2b").mkdir()
+        write_band_files(folder / "cogs" / "field.tif", folder / "cogs" / "s2b")
+        item = stac_item("S2B_bands", folder / "cogs" / "field.tif",
+                         {name: f"cogs/s2b/{name}.tif" for name in ("B02", "B03", "B04")})
+        for name, colour in (("B04", "red"), ("B03", "green"), ("B02", "blue")):
+            item["assets"][name]["eo:bands"] = [{"name": name, "common_name": colour}]
+        items.append(item)
     boxes = geopandas.GeoDataFrame({"class": [c for c, _ in BOXES]},
                                    geometry=[shapely.Polygon(box_in_lonlat(*b)) for _, b in BOXES], crs="EPSG:4326")
     boxes.to_file(folder / "layers" / "boxes.gpkg")
@@ -57,24 +67,32 @@ def generate(stac: str, labels: str, out: str, classes: Path, options: dict | No
 
 
 def test_an_item_collection_becomes_scenes_named_by_item_and_a_label_collection(tmp_path: Path, local_ray) -> None:
-    stac = write_inputs(tmp_path)
+    stac = write_inputs(tmp_path, bands=True)
     out = str(tmp_path / "out")
     record = generate(str(stac), str(tmp_path / "layers"), out, tmp_path / "classes.txt")
     tiles = samrs_ray.read(out, "tiles").to_pylist()
-    assert {t["tile_id"].split("__")[0] for t in tiles} == {"S2A_field"}  # no box falls on L7_landsat
+    assert {t["tile_id"].split("__")[0] for t in tiles} == {"S2A_field", "S2B_bands"}  # no box falls on L7_landsat
     assert record.items == {"S2A_field": {"item": f"{stac}#S2A_field", "asset": "visual"},
-                            "L7_landsat": {"item": f"{stac}#L7_landsat", "asset": "visual"}}
+                            "L7_landsat": {"item": f"{stac}#L7_landsat", "asset": "visual"},
+                            "S2B_bands": {"item": f"{stac}#S2B_bands", "asset": "B04,B03,B02"}}
     errors = {e["source_uri"]: e["reason"] for e in samrs_ray.read(out, "errors").to_pylist()}
     assert "item bands_only has no asset 'visual' (its assets: B04)" in errors[f"{stac}#bands_only"]
     assert errors[str(tmp_path / "cogs" / "pixels.tif")].startswith("item no_crs: the raster has no CRS")
     assert errors[str(tmp_path / "cogs" / "broken.tif")].startswith("item broken: ")
-    # every Item is a scene or an errors row
-    assert record.counts["scenes_ok"] == 2 and record.counts["objects"] == len(BOXES)
+    # every Item is a scene or an errors row; each box lies on S2A_field and on S2B_bands
+    assert record.counts["scenes_ok"] == 3 and record.counts["objects"] == 2 * len(BOXES)
+    # the stacked bands are the pixels of the RGB COG they were cut from: each window's tile PNG (named
+    # by its pixels' hash) is the same file for both scenes
+    windows: dict[str, dict[str, str]] = {}
+    for tile in tiles:
+        scene, _, window = tile["tile_id"].partition("__")
+        windows.setdefault(window, {})[scene] = tile["image_uri"]
+    assert windows and all(pair["S2A_field"] == pair["S2B_bands"] for pair in windows.values())
 
     dest = tmp_path / "stac-out"
     samrs_ray.export(out, str(dest), "stac")
     schemas = stac_registry()
-    assert sorted(p.name for p in (dest / "items").iterdir()) == ["S2A_field.json"]  # the scene with tiles
+    assert sorted(p.name for p in (dest / "items").iterdir()) == ["S2A_field.json", "S2B_bands.json"]
     item = json.loads((dest / "items" / "S2A_field.json").read_text())
     validate_stac(item, "item", schemas)
     assert [(link["href"], link["samrs:asset"]) for link in item["links"] if link["rel"] == "source"] == [

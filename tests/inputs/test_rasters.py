@@ -11,9 +11,10 @@ pytest.importorskip("rasterio")
 
 from samrs_ray.dataset.storage import READ_ATTEMPTS  # noqa: E402
 from samrs_ray.errors import ConfigError, InputError, StoreError  # noqa: E402
-from samrs_ray.inputs.rasters import Stretch, open_raster, read_scene, read_window, tile_transform  # noqa: E402
+from samrs_ray.inputs.rasters import (Stretch, open_raster, open_scene, read_scene, read_window,  # noqa: E402
+                                      tile_transform)
 from tests.faultproxy import NO_CLIENT_RETRIES, FaultProxy  # noqa: E402
-from tests.geodata import ORIGIN, PIXEL, UTM33, write_raster  # noqa: E402
+from tests.geodata import ORIGIN, PIXEL, UTM33, write_band_files, write_raster  # noqa: E402
 from tests.seaweed import S3Server  # noqa: E402
 
 REAL = Path(__file__).parents[1] / "data" / "rasterio"
@@ -39,6 +40,21 @@ def test_a_window_reads_only_its_pixels_and_pads_past_the_edge(tmp_path: Path) -
     assert rgb.shape == (80, 100, 3) and nodata is None
     assert np.array_equal(rgb[:50, :50], whole[150:200, 250:300])
     assert (rgb[50:, :] == PAD).all() and (rgb[:, 50:] == PAD).all()
+
+
+def test_single_band_files_stacked_read_as_the_rgb_raster_they_came_from(tmp_path: Path) -> None:
+    rgb = write_raster(tmp_path / "rgb.tif", 300, 200, cog=True)
+    bands = tuple(str(p) for p in write_band_files(rgb, tmp_path))
+    whole, stacked = read_scene(str(rgb), {}), read_scene(bands[0], {}, band_uris=bands)
+    assert (stacked.width, stacked.height, stacked.crs, stacked.transform) == (300, 200, UTM33, whole.transform)
+    assert stacked.bands == (1, 2, 3) and stacked.band_uris == bands and stacked.uri == bands[0]
+    with open_scene(whole, {}) as a, open_scene(stacked, {}) as b:
+        assert np.array_equal(read_window(a, whole, 250, 150, 100, 80, PAD)[0],
+                              read_window(b, stacked, 250, 150, 100, 80, PAD)[0])
+    # a band on another grid is the band file's error
+    other = write_raster(tmp_path / "shifted.tif", 300, 200, origin=(ORIGIN[0] + 10, ORIGIN[1]), count=1)
+    with pytest.raises(InputError, match="shifted.tif: this band's grid"):
+        read_scene(bands[0], {}, band_uris=(bands[0], bands[1], str(other)))
 
 
 def test_16_bit_data_is_stretched_once_per_scene_by_percentiles(tmp_path: Path) -> None:
