@@ -72,8 +72,7 @@ def map_scenes(images: dict[str, StoredFile], layers: dict[str, StoredFile], lab
                                           "(allowed: letters, digits, . _ -; one raster per name)", stage=Stage.PAIR))
             continue
         by_name[name] = uri
-    stacks = {uri: scene.band_uris for uri, scene in items.items() if scene.band_uris}
-    headers = read_headers(by_name, images, bands, stretch, storage_options, fs, out, stacks)
+    headers = read_headers(by_name, images, bands, stretch, storage_options, fs, out, items)
     rasters: dict[str, RasterScene] = {}
     for name, header in headers.items():
         item = f"item {name}: " if by_name[name] in items else ""  # a STAC Item's asset: name the Item too
@@ -109,11 +108,13 @@ def image_key(raster: RasterScene, stored: StoredFile) -> str:
 
 def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: Optional[tuple[int, ...]],
                  stretch: Optional[Stretch], storage_options: dict, fs: fsspec.AbstractFileSystem, out: str,
-                 stacks: Optional[dict[str, tuple[str, ...]]] = None) -> dict[str, RasterScene | InputIssue]:
+                 items: Optional[dict[str, "StacScene"]] = None) -> dict[str, RasterScene | InputIssue]:
     """Each scene's RasterScene (or the InputIssue of a raster GDAL cannot read, or the store did
     not give), from the cache where the file's version and the settings are the same: what GDAL
-    made of it, header or error (a store's refusal is not kept: the file may be fine). `stacks`:
-    {first band's URI: every band file's URI} of the scenes made of single-band files."""
+    made of it, header or error (a store's refusal is not kept: the file may be fine). `items`:
+    {raster URI: its STAC Item}, whose fields may give the header (StacScene.header) and whose
+    band files make one scene."""
+    items = items or {}
     settings = json.dumps([list(bands or ()), str(stretch) if stretch else None])
     cache = read_cache(fs, out)
     fresh: dict[str, RasterScene | InputIssue] = {}
@@ -128,8 +129,11 @@ def read_headers(by_name: dict[str, str], images: dict[str, StoredFile], bands: 
             todo.append(name)
 
     def header(name: str) -> RasterScene | InputIssue:
+        uri, item = by_name[name], items.get(by_name[name])
+        if item is not None and (told := item.header(uri, bands, stretch)) is not None:
+            return told
         try:
-            return read_scene(by_name[name], storage_options, bands, stretch, (stacks or {}).get(by_name[name], ()))
+            return read_scene(uri, storage_options, bands, stretch, item.band_uris if item else ())
         except InputError as error:
             return InputIssue.from_error(error)
         except StoreError as error:  # the scene's committed tiles are kept (job/driver.py)

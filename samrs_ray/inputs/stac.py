@@ -9,7 +9,9 @@ blue, when the Item has no visual asset).
       -> {asset URI: StoredFile} and {asset URI: StacScene}: the Item's id, its own URI, the asset's key
 
 An Item's store version is what the Item says of the asset: its `updated` (or `datetime`) and the
-asset's fields (href, `file:checksum`, `file:size`, ...). So a night whose Items are unchanged reads
+asset's fields (href, `file:checksum`, `file:size`, ...). An Item whose projection extension gives
+the grid (`proj:code`, `proj:shape`, `proj:transform`) and whose raster bands say uint8 (and
+nodata) is planned from those fields, with no header read (StacScene.header). So a night whose Items are unchanged reads
 the catalog's JSON and no asset byte; an Item updated upstream is read again. An Item without the
 asset, or whose id is no usable name, is an InputIssue naming the Item and the problem. Needs
 pystac (the geo extra). Nothing here knows of Ray.
@@ -28,6 +30,7 @@ from samrs_ray.dataset import storage
 from samrs_ray.errors import InputError
 from samrs_ray.inputs.annotation import InputIssue, Stage
 from samrs_ray.inputs.listing import SAFE_NAME, StoredFile
+from samrs_ray.inputs.rasters import RasterScene, Stretch
 
 DEFAULT_ASSET = "visual"
 
@@ -40,6 +43,21 @@ class StacScene:
     item_uri: str
     asset: str  # the asset's key, or the band assets' keys joined by ','
     band_uris: tuple[str, ...] = ()  # a scene of single-band assets: their URIs, in R, G, B order
+    grid: Optional[dict[str, Any]] = None  # what the Item says of the raster (grid_of); None: not enough
+
+    def header(self, uri: str, bands: Optional[tuple[int, ...]], stretch: Optional[Stretch]) -> Optional[RasterScene]:
+        """The scene's header from the Item's fields, as read_scene would give it from the file;
+        None when they do not say enough (then the header is read): a stretch, or bands the Item
+        does not list, need the file."""
+        grid = self.grid
+        if grid is None or stretch not in (None, Stretch("none")) or (bands and max(bands) > grid["count"]):
+            return None
+        if bands:
+            chosen = (bands * 3)[:3] if len(bands) == 1 else tuple(bands[:3])
+        else:
+            chosen = (1, 2, 3) if grid["count"] >= 3 else (1, 1, 1)
+        return RasterScene(uri, grid["width"], grid["height"], grid["crs"], tuple(grid["transform"]),
+                           chosen, "uint8", grid["nodata"], Stretch("none"), self.band_uris)  # type: ignore[arg-type]
 
 
 class _FsspecStacIO(pystac.StacIO):
@@ -151,8 +169,32 @@ def stac_scenes(uri: str, asset: Optional[str], storage_options: dict, search: O
         stamp = [item.properties.get("updated") or item.properties.get("datetime"), [a.to_dict() for a in chosen]]
         files[hrefs[0]] = StoredFile(sum(int(a.extra_fields.get("file:size") or 0) for a in chosen),
                                      hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest())
-        scenes[hrefs[0]] = StacScene(item.id, source, ",".join(keys), hrefs if len(hrefs) > 1 else ())
+        scenes[hrefs[0]] = StacScene(item.id, source, ",".join(keys), hrefs if len(hrefs) > 1 else (),
+                                     grid_of(item, chosen))
     return files, scenes, issues
+
+
+def grid_of(item: pystac.Item, assets: list[pystac.Asset]) -> Optional[dict[str, Any]]:
+    """The raster's grid and bands as the Item says them: the projection extension (on the asset,
+    else the Item) and the raster bands (`raster:bands`, or STAC 1.1's `bands`); None unless all
+    are there, every band is uint8 with one nodata, and band assets each hold one band."""
+    def field(name: str) -> Any:
+        return assets[0].extra_fields.get(name, item.properties.get(name))
+
+    epsg = field("proj:epsg")
+    crs = field("proj:code") or (f"EPSG:{epsg}" if epsg else None)
+    shape, transform = field("proj:shape"), field("proj:transform")
+    bands = [band for asset in assets for band in (asset.extra_fields.get("raster:bands")
+                                                   or asset.extra_fields.get("bands") or [])]
+    if not (crs and shape and transform and bands) or len(shape) != 2 or len(transform) < 6:
+        return None
+    if (len(assets) > 1 and len(bands) != len(assets)) or {b.get("data_type") for b in bands} != {"uint8"}:
+        return None
+    nodata = {b.get("nodata") for b in bands}
+    if len(nodata) != 1:
+        return None
+    return {"crs": crs, "height": int(shape[0]), "width": int(shape[1]),
+            "transform": [float(v) for v in transform[:6]], "count": len(bands), "nodata": nodata.pop()}
 
 
 def absolute_href(asset: pystac.Asset) -> str:

@@ -13,6 +13,7 @@ pystac = pytest.importorskip("pystac")
 
 from samrs_ray.errors import InputError  # noqa: E402
 from samrs_ray.inputs.annotation import Stage  # noqa: E402
+from samrs_ray.inputs.rasters import Stretch  # noqa: E402
 from samrs_ray.inputs.stac import stac_scenes  # noqa: E402
 from tests.geodata import stac_item, write_item_collection  # noqa: E402
 from tests.seaweed import S3Server  # noqa: E402
@@ -91,3 +92,29 @@ def test_items_that_cannot_be_scenes_are_issues_naming_them(tmp_path: Path) -> N
     (tmp_path / "not.json").write_text(json.dumps({"type": "Topology"}))
     with pytest.raises(InputError, match="not a STAC ItemCollection"):
         stac_scenes(str(tmp_path / "not.json"), None, {})
+
+
+def test_the_projection_and_raster_fields_give_the_header_that_reading_the_file_gives(tmp_path: Path) -> None:
+    import shutil
+
+    from samrs_ray.inputs.rasters import read_scene
+
+    real = tmp_path / "landsat.tif"  # rasterio's CC0 sample: uint8, 3 bands, nodata 0, UTM 18N
+    shutil.copy(Path(__file__).parents[1] / "data" / "rasterio" / "rgb-byte-tenth.tif", real)
+    item = stac_item("landsat", real, {"visual": str(real), "gone": str(tmp_path / "missing.tif")})
+    for asset in item["assets"].values():
+        asset["raster:bands"] = [{"data_type": "uint8", "nodata": 0}] * 3
+    path = write_item_collection(tmp_path / "items.json", [item])
+    (scene,) = stac_scenes(str(path), None, {})[1].values()
+    assert scene.header(str(real), None, None) == read_scene(str(real), {})
+    # no byte of the file is read for it: an asset that does not exist has the same header
+    (gone,) = stac_scenes(str(path), "gone", {})[1].values()
+    assert gone.header(str(tmp_path / "missing.tif"), (3, 2, 1), None).bands == (3, 2, 1)
+    # what the fields cannot say: a stretch, a band they do not list, 16-bit data
+    assert scene.header(str(real), None, Stretch("minmax")) is None
+    assert scene.header(str(real), (4, 3, 2), None) is None
+    for asset in item["assets"].values():
+        asset["raster:bands"] = [{"data_type": "uint16"}] * 3
+    write_item_collection(path, [item])
+    (sixteen,) = stac_scenes(str(path), None, {})[1].values()
+    assert sixteen.grid is None
