@@ -43,8 +43,22 @@ def load_tile(row: dict[str, Any], storage_options: Optional[dict] = None) -> di
 
 class TileDataset:
     """A committed version (None: the latest) of the dataset at `out`, one example per tile of
-    `split` (None: every tile), in tile id order. `transform`, if given, maps each example dict
-    to what the loader yields."""
+    `split` (None: every tile), in tile id order, for a torch DataLoader.
+
+    Arguments:
+      out (str): the dataset's folder, at any fsspec URI.
+      split (str or None): 'train', 'val', ...; None for every tile.
+      version (int or str or None): a version number or run id; None for the latest.
+      instances (bool): also give each tile's instance masks.
+      transform (Callable or None): maps each example dict to what the loader yields.
+
+    Each example (a dict):
+      image (torch.Tensor): (3, H, W) uint8, RGB.
+      label (torch.Tensor): (H, W) int64, class ids in the preset's order, 255 = unlabeled.
+      tile_id (str): the tile's id.
+      masks (torch.Tensor): (N, H, W) bool, one per instance, in paint order (instances=True).
+      classes (torch.Tensor): (N,) int64, each instance's class id (instances=True).
+    """
 
     def __init__(self, out: str, split: Optional[str] = None, version: Version = None,
                  storage_options: Optional[dict] = None, instances: bool = False,
@@ -94,9 +108,10 @@ def tile_rows(out: str, split: Optional[str], version: Version, storage_options:
 
 def tiles_dataset(out: str, split: Optional[str] = None, version: Version = None,
                   storage_options: Optional[dict] = None):
-    """The same examples (image, label, tile_id; numpy) as a Ray Dataset whose PNGs Ray's
-    workers read: for Ray Train's `datasets=` across nodes. The tiles table (one small row per
-    tile) is read here; the pixels are read where the rows go."""
+    """The same examples as a Ray Dataset whose PNGs Ray's workers read: for Ray Train's
+    `datasets=` across nodes. Rows: image (H, W, 3) uint8, label (H, W) uint8 (255 = unlabeled),
+    tile_id (str). The tiles table (one small row per tile) is read here; the pixels are read
+    where the rows go."""
     import ray
 
     return ray.data.from_items(tile_rows(out, split, version, storage_options)).map(
