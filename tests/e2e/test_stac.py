@@ -17,6 +17,7 @@ import geopandas  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 import shapely  # noqa: E402
+from PIL import Image  # noqa: E402
 import torch  # noqa: E402
 
 import samrs_ray  # noqa: E402
@@ -81,13 +82,14 @@ def test_an_item_collection_becomes_scenes_named_by_item_and_a_label_collection(
     assert errors[str(tmp_path / "cogs" / "broken.tif")].startswith("item broken: ")
     # every Item is a scene or an errors row; each box lies on S2A_field and on S2B_bands
     assert record.counts["scenes_ok"] == 3 and record.counts["objects"] == 2 * len(BOXES)
-    # the stacked bands are the pixels of the RGB COG they were cut from: each window's tile PNG (named
-    # by its pixels' hash) is the same file for both scenes
+    # the stacked bands are the pixels of the RGB COG they were cut from: each window's tile PNG holds
+    # the same pixels for both scenes
     windows: dict[str, dict[str, str]] = {}
     for tile in tiles:
         scene, _, window = tile["tile_id"].partition("__")
-        windows.setdefault(window, {})[scene] = tile["image_uri"]
-    assert windows and all(pair["S2A_field"] == pair["S2B_bands"] for pair in windows.values())
+        windows.setdefault(window, {})[scene] = tile["image_uri"].removeprefix("file://")
+    assert windows and all(np.array_equal(np.asarray(Image.open(pair["S2A_field"])), np.asarray(Image.open(
+        pair["S2B_bands"]))) for pair in windows.values())
 
     dest = tmp_path / "stac-out"
     samrs_ray.export(out, str(dest), "stac")
