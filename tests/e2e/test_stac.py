@@ -129,6 +129,13 @@ def test_on_s3_an_unchanged_night_reads_no_asset_byte_and_an_updated_item_is_rea
     assert proxy.reads(f"{s3.bucket}/{prefix}/data/cogs") == []
     assert second.counts["processed"] == 0 and second.counts["tiles"] == first.counts["tiles"]
 
+    # the STAC export, written to the store: its Item validates and links to the Item it labels
+    counts = samrs_ray.export(out, s3.uri(f"{prefix}/stac"), "stac", storage_options=s3.storage_options)
+    assert counts["items"] == 1
+    item = json.loads(s3.filesystem().cat_file(f"{s3.bucket}/{prefix}/stac/items/S2A_field.json"))
+    validate_stac(item, "item", stac_registry())
+    assert [link["href"] for link in item["links"] if link["rel"] == "source"] == [f"{data}/search.json#S2A_field"]
+
     # upstream updates the Item: its scene is read again and, as for a raster with a new store version,
     # every window of it recomputed
     search = json.loads((tmp_path / "data" / "search.json").read_text())
