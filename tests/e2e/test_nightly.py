@@ -187,3 +187,30 @@ def test_an_input_store_that_stops_serving_ends_the_run_in_bounded_time(
 
     assert night(s3.storage_options) == 0  # the store is back: the 40 scenes are read and computed
     assert len(dataset_rows(out, "tiles", s3.storage_options)) == 44
+
+
+def test_tiles_that_failed_are_computed_by_the_next_night_given_the_same_inputs(realsamples: Path, tmp_path: Path,
+                                                                              local_ray) -> None:
+    """A version with failed tiles is not what the same inputs make: the next night, given them
+    unchanged, takes the long path and computes the tiles; only the night after is 'unchanged'."""
+    import samrs_ray
+
+    dota, out = realsamples / "dota", tmp_path / "out"
+    out.mkdir()
+    (out / "labels").write_text("a file where the label PNGs' folder goes: every tile's write fails")
+    lines: list[str] = []
+
+    def night() -> dict[str, int]:
+        lines.clear()
+        return samrs_ray.generate(preset="sota", images=dota / "images", labels=dota / "labelTxt", out=out,
+                                  model="box", say=lines.append).counts
+
+    first = night()
+    assert (first["failed"], first["tiles"]) == (3, 0)
+    (out / "labels").unlink()
+    second = night()
+    assert (second["processed"], second["tiles"], second["failed"]) == (3, 3, 0)
+    assert not any("nothing to read or compute" in line for line in lines)
+    third = night()
+    assert (third["processed"], third["tiles"]) == (0, 3)
+    assert any("nothing to read or compute" in line for line in lines)
