@@ -96,7 +96,7 @@ def scene_item(name: str, source: str, cog: Any, objects: Counter, preset: Prese
     objects}; `instances`: the GeoParquet file holding its objects."""
     crs = cog.crs.to_string() if cog.crs else None
     geometry, bbox = footprint(cog) if crs else (None, None)
-    labels = {
+    fields = {
         "label:description": f"{preset.name}: semantic labels from each box's SAM mask ({record.model['id']})",
         "label:type": "raster", "label:properties": None, "label:tasks": ["segmentation"],
         "label:methods": ["automated"], "label:classes": [{"name": None, "classes": list(range(len(preset.classes)))}],
@@ -104,7 +104,7 @@ def scene_item(name: str, source: str, cog: Any, objects: Counter, preset: Prese
                              "counts": [{"name": n, "count": objects[n]} for n in preset.classes if objects[n]]}],
     }
     item = pystac.Item(id=name, geometry=geometry, bbox=bbox, datetime=datetime.fromisoformat(record.finished_at),
-                       properties=labels, collection=None, stac_extensions=[LABEL, PROCESSING])
+                       properties=fields, collection=None, stac_extensions=[LABEL, PROCESSING])
     ProjectionExtension.ext(item, add_if_missing=True).apply(
         code=crs, shape=[cog.height, cog.width], transform=list(cog.transform)[:6])
     item.properties.update({
