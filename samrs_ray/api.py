@@ -33,7 +33,10 @@ def generate(*, say: Callable[[str], None] = print, **options: Any) -> RunRecord
 
     Arguments:
       preset (str): 'sota', 'sior', 'fast', or 'custom' with classes=FILE.
-      images (str): the scenes' folder, or a raster, at any fsspec URI.
+      images (str): the scenes' folder, at any fsspec URI; for a map run (label_format='vector')
+        also a STAC ItemCollection, Catalog or Collection (.json).
+      stac_search (str): instead of images, a STAC API whose search gives the scenes, with
+        collection (str or list of str), bbox ((west, south, east, north)) and datetime (str).
       labels (str): the label files' folder, or (label_format='vector') a vector layer.
       out (str): the dataset's folder; a rerun updates it.
       **options: any other option of `samrs-ray generate --help`, named with underscores:
