@@ -16,7 +16,7 @@ import posixpath
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import fsspec
 
@@ -30,6 +30,8 @@ from samrs_ray.inputs.listing import (IMAGE_SUFFIXES, ScenePair, StoredFile, is_
 from samrs_ray.inputs.presets import PRESETS
 from samrs_ray.inputs.splits import scene_splits
 from samrs_ray.masks.engines import ENGINES
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from samrs_ray.inputs.map_inputs import MapScenes
@@ -94,16 +96,25 @@ def find_inputs(config: JobConfig) -> Inputs:
 
 
 def list_folder(flag: str, uri: str, suffixes: tuple[str, ...], config: JobConfig) -> dict[str, StoredFile]:
+    return read_input(flag, uri, config, lambda: list_files(uri, suffixes, config.storage_options), "list it")
+
+
+def read_input(flag: str, uri: str, config: JobConfig, read: Callable[[], T], doing: str) -> T:
+    """`read()` of the input `flag` names, its failures as the command's errors: a missing or bad
+    input is a ConfigError saying what to change (with the nearest name), a store that does not
+    answer an outage (RunFailed, exit 4), a StoreError as it is."""
     try:
-        return list_files(uri, suffixes, config.storage_options)
+        return read()
     except InputError as error:
         raise ConfigError(f"{flag} {uri}: {error.reason}{nearest_name(uri, config)}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {uri}: no such file{nearest_name(uri, config)}") from None
     except StoreError:  # not the configuration's fault: exit 4, rerun once the store is back
         raise
     except Exception as error:
         if storage.is_unreachable(error):
             raise unreachable(flag, uri, config, error) from error
-        raise ConfigError(f"{flag} {uri}: cannot list it: {type(error).__name__}: {error}") from error
+        raise ConfigError(f"{flag} {uri}: cannot {doing}: {type(error).__name__}: {error}") from error
 
 
 def unreachable(flag: str, uri: str, config: JobConfig, error: BaseException) -> RunFailed:
@@ -120,7 +131,7 @@ def nearest_name(uri: str, config: JobConfig) -> str:
         names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
     except Exception:  # the parent is missing or unreadable too: nothing to suggest
         return ""
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, [n for n in names if n != name], n=1, cutoff=0.6)
     return f"; did you mean {posixpath.join(parent, close[0])}?" if close else ""
 
 
@@ -199,19 +210,9 @@ def list_images(config: JobConfig, suffixes: tuple[str, ...]
     from samrs_ray.inputs.stac import StacSearch, stac_scenes
 
     search = StacSearch(config.collections, config.bbox, config.datetime) if config.stac_search else None
-    try:
-        return stac_scenes(config.images, config.stac_asset, config.storage_options, search)
-    except InputError as error:
-        raise ConfigError(f"--images {config.images}: {error.reason}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"--images {config.images}: no such file{nearest_name(config.images, config)}") from None
-    except StoreError:
-        raise
-    except Exception as error:
-        if storage.is_unreachable(error):
-            raise unreachable("--images", config.images, config, error) from error
-        raise ConfigError(f"--images {config.images}: cannot read it as STAC: {type(error).__name__}: {error}"
-                          ) from error
+    return read_input("--images", config.images, config,
+                      lambda: stac_scenes(config.images, config.stac_asset, config.storage_options, search),
+                      "read it as STAC")
 
 
 def find_map_inputs(config: JobConfig) -> Inputs:

@@ -127,13 +127,14 @@ def open_raster(uri: str, storage_options: dict) -> Iterator[Any]:
         yield Raster(dataset, uri, store)
 
 
-@contextmanager
-def open_scene(scene: RasterScene, storage_options: dict) -> Iterator[Any]:
-    """The scene's raster: its file, or its band files as one raster (open_bands)."""
-    opened = open_bands(scene.band_uris, storage_options) if scene.band_uris else open_raster(scene.uri,
-                                                                                              storage_options)
-    with opened as src:
-        yield src
+def open_scene(scene: RasterScene, storage_options: dict) -> Any:
+    """The scene's raster, a context manager: its file, or its band files as one raster."""
+    return open_pixels(scene.uri, scene.band_uris, storage_options)
+
+
+def open_pixels(uri: str, band_uris: tuple[str, ...], storage_options: dict) -> Any:
+    """The raster at `uri` (open_raster), or with `band_uris` those files as one (open_bands)."""
+    return open_bands(band_uris, storage_options) if band_uris else open_raster(uri, storage_options)
 
 
 @contextmanager
@@ -203,8 +204,7 @@ def read_scene(uri: str, storage_options: dict, bands: Optional[tuple[int, ...]]
                stretch: Optional[Stretch] = None, band_uris: tuple[str, ...] = ()) -> RasterScene:
     """The scene's header, its bands and its stretch (computed here: one decimated read).
     `band_uris`: the scene is these single-band files, `uri` the first (open_bands)."""
-    opened = open_bands(band_uris, storage_options) if band_uris else open_raster(uri, storage_options)
-    with opened as src:
+    with open_pixels(uri, band_uris, storage_options) as src:
         chosen = choose_bands(src, bands, uri)
         georeferenced = src.crs is not None
         transform = tuple(src.transform)[:6] if georeferenced or not src.transform.is_identity else (
